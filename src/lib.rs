@@ -1,0 +1,10 @@
+//! graygate: a reverse-proxy API gateway for gray (canary) releases of function versions.
+//!
+//! The request path reads top to bottom: [`config`] (server settings) and [`routes`] (the
+//! routing file) are validated, [`routing`] compiles them into an immutable table that
+//! [`reload`] keeps current, and [`proxy`] resolves each request and forwards it. [`admin`]
+//! and [`metrics`] sit beside them; [`app`] wires the lifecycle together.
+
+pub mod metrics;
+pub mod routes;
+pub mod routing;

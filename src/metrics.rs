@@ -1,0 +1,185 @@
+//! Prometheus metrics: the registry, the per-route handles and the text exposition.
+//!
+//! Label sets are resolved once per (function, target, version) and cached in the routing
+//! table (see `routing::Route`), so the request path does no label hashing for the common
+//! 200 answer; other status codes take the labelled lookup.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::routes::RoutesFile;
+
+/// Request latency buckets, in seconds: sub-millisecond proxies up to 30 s functions.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    reloads: IntCounterVec,
+    generation: IntGauge,
+    alias_weight: IntGaugeVec,
+}
+
+/// Handles for one (function, target, version) route.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    labels: [Box<str>; 3],
+    ok: IntCounter,
+    duration: Histogram,
+}
+
+/// Why an upstream exchange failed, as the `kind` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Protocol,
+    Reset,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("graygate_requests_total", "Requests answered, by route and status code"),
+            &["function", "target", "version", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "graygate_request_duration_seconds",
+                "Time from request to upstream response headers",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["function", "version"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("graygate_upstream_errors_total", "Failed upstream exchanges, by kind"),
+            &["function", "version", "kind"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("graygate_config_reloads_total", "Routes file reloads, by result"),
+            &["result"],
+        )?;
+        let generation = IntGauge::new(
+            "graygate_config_generation",
+            "Generation of the routing table in use (rises on every applied change)",
+        )?;
+        let alias_weight = IntGaugeVec::new(
+            Opts::new(
+                "graygate_alias_weight_percent",
+                "Configured share of an alias's traffic per version, in percent",
+            ),
+            &["function", "alias", "version"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        registry.register(Box::new(alias_weight.clone()))?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            reloads,
+            generation,
+            alias_weight,
+        })
+    }
+
+    pub fn route(&self, function: &str, target: &str, version: &str) -> RouteMetrics {
+        RouteMetrics {
+            labels: [function.into(), target.into(), version.into()],
+            ok: self.requests.with_label_values(&[function, target, version, "200"]),
+            duration: self.duration.with_label_values(&[function, version]),
+        }
+    }
+
+    /// Counts one answered request of a route.
+    pub fn record(&self, route: &RouteMetrics, status: http::StatusCode, elapsed: Duration) {
+        route.duration.observe(elapsed.as_secs_f64());
+        if status == http::StatusCode::OK {
+            route.ok.inc();
+        } else {
+            let [function, target, version] = &route.labels;
+            self.requests
+                .with_label_values(&[function, target, version, status.as_str()])
+                .inc();
+        }
+    }
+
+    /// Counts a request that matched no route (its path is never a label: unbounded).
+    pub fn record_unrouted(&self, status: http::StatusCode) {
+        self.requests.with_label_values(&["", "", "", status.as_str()]).inc();
+    }
+
+    pub fn upstream_error(&self, route: &RouteMetrics, kind: UpstreamErrorKind) {
+        let [function, _, version] = &route.labels;
+        self.upstream_errors
+            .with_label_values(&[function, version, kind.as_str()])
+            .inc();
+    }
+
+    pub fn reload_succeeded(&self, generation: u64, routes: &RoutesFile) {
+        self.reloads.with_label_values(&["success"]).inc();
+        self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.publish_weights(routes);
+    }
+
+    pub fn reload_failed(&self) {
+        self.reloads.with_label_values(&["failure"]).inc();
+    }
+
+    /// Replaces the configured-split gauges, dropping aliases that no longer exist.
+    fn publish_weights(&self, routes: &RoutesFile) {
+        self.alias_weight.reset();
+        for function in &routes.functions {
+            for alias in &function.aliases {
+                let extra: i64 = alias.additional_version_weights.values().sum();
+                self.alias_weight
+                    .with_label_values(&[&function.name, &alias.name, &alias.version])
+                    .set(100 - extra);
+                for (version, weight) in &alias.additional_version_weights {
+                    self.alias_weight
+                        .with_label_values(&[&function.name, &alias.name, version])
+                        .set(*weight);
+                }
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+// === impl UpstreamErrorKind ===
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Reset => "reset",
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The routes file: `routes.yaml` text → [`RoutesFile`] (serde) → [`ValidRoutes`] (validated).
+//!
+//! ```text
+//!   bytes ──parse──▶ RoutesFile ──validate──▶ ValidRoutes ──compile──▶ routing::RoutingTable
+//!           (serde, deny_unknown_fields)   (names, references,        (immutable, lookup-ready)
+//!                                           weights, rules, paths)
+//! ```
+//! Errors from either stage carry the file name, the line and the field path, and all
+//! validation problems are reported at once.
+
+pub mod file;
+mod locate;
+pub mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use file::{AliasSpec, FunctionSpec, RoutesFile, RuleSpec, StickySpec, TriggerSpec, VersionSpec, VersionStrategy};
+use locate::LineIndex;
+pub use validate::Issue;
+
+/// A routes file that passed validation; the only input the routing compiler accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidRoutes(RoutesFile);
+
+/// Why a routes document was rejected: one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesError {
+    pub problems: Vec<Problem>,
+}
+
+/// One problem, located in the source document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub path: String,
+    pub message: String,
+}
+
+// === impl ValidRoutes ===
+
+impl ValidRoutes {
+    /// Validates an in-memory routes model (used by the management API).
+    pub fn new(file: RoutesFile) -> Result<Self, Vec<Issue>> {
+        let issues = validate::validate(&file);
+        if issues.is_empty() {
+            Ok(ValidRoutes(file))
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// Parses and validates a document; `name` is used in error messages.
+    pub fn parse(source: &str, name: &str) -> Result<Self, RoutesError> {
+        let file: RoutesFile = serde_norway::from_str(source).map_err(|e| RoutesError::from_serde(&e, name))?;
+        Self::new(file).map_err(|issues| {
+            let index = LineIndex::new(source);
+            RoutesError {
+                problems: issues
+                    .into_iter()
+                    .map(|issue| Problem {
+                        file: name.to_owned(),
+                        line: index.line_of(&issue.path),
+                        path: issue.path,
+                        message: issue.message,
+                    })
+                    .collect(),
+            }
+        })
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, RoutesError> {
+        let name = display_name(path);
+        let source = std::fs::read_to_string(path).map_err(|e| RoutesError::single(&name, None, "", format!("cannot read: {e}")))?;
+        Self::parse(&source, &name)
+    }
+
+    pub fn spec(&self) -> &RoutesFile {
+        &self.0
+    }
+
+    pub fn into_spec(self) -> RoutesFile {
+        self.0
+    }
+}
+
+/// The file name operators recognise in error messages (`routes.yaml`, not a long path).
+pub fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+// === impl RoutesError ===
+
+impl RoutesError {
+    pub fn single(file: &str, line: Option<usize>, path: &str, message: String) -> Self {
+        RoutesError {
+            problems: vec![Problem {
+                file: file.to_owned(),
+                line,
+                path: path.to_owned(),
+                message,
+            }],
+        }
+    }
+
+    fn from_serde(error: &serde_norway::Error, file: &str) -> Self {
+        let line = error.location().map(|l| l.line());
+        // serde_norway appends " at line L column C"; the line is already in our prefix.
+        let text = error.to_string();
+        let message = match text.find(" at line ") {
+            Some(cut) => text[..cut].to_owned(),
+            None => text,
+        };
+        // Its messages read "functions[0].aliases[1]: unknown field `x`, expected …".
+        let (path, message) = match message.split_once(": ") {
+            Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
+            _ => (String::new(), message),
+        };
+        RoutesError {
+            problems: vec![Problem {
+                file: file.to_owned(),
+                line,
+                path,
+                message,
+            }],
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl fmt::Display for RoutesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RoutesError {}

@@ -1,0 +1,151 @@
+//! The routes file as it is written on disk: plain serde structs, no semantics.
+//!
+//! Field names are FunctionGraph's (`additional_version_weights`, `combine_type`, …) so the
+//! file and the management API speak one vocabulary. Every struct denies unknown fields: a
+//! typo is an error, never a silently ignored setting. These types are also what the
+//! management API serialises back, so `skip_serializing_if` keeps written files minimal.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// The whole routing state: every function, its versions, aliases and triggers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesFile {
+    /// Project the functions belong to (part of every URN).
+    pub project_id: String,
+    /// Region name used in URNs.
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub functions: Vec<FunctionSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub name: String,
+    #[serde(default = "default_package")]
+    pub package: String,
+    /// What `latest` runs.
+    pub upstream: String,
+    /// Per-function request timeout (until the upstream's response headers arrive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<AliasSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<TriggerSpec>,
+}
+
+/// An immutable published version of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSpec {
+    pub version: String,
+    pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A named pointer to a version, optionally sending part of the traffic elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSpec {
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Additional version → percentage of traffic (file order is kept).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub additional_version_weights: IndexMap<String, i64>,
+    /// Additional version → header rules; tested in file order before the weights.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub additional_version_strategy: IndexMap<String, VersionStrategy>,
+    /// Pins one user to one version by hashing a request key instead of rotating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionStrategy {
+    #[serde(default = "default_combine_type")]
+    pub combine_type: String,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    #[serde(default = "default_rule_type")]
+    pub rule_type: String,
+    pub param: String,
+    pub op: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// An APIG trigger: a request path bound to a version, `latest` or an alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// Defaults to `API_{function}{target}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Defaults to `/{function}-{target}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub target: String,
+    /// `ANY` (the default) or one HTTP method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_method: Option<String>,
+    /// Stable identifier for the management API; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+}
+
+fn default_region() -> String {
+    "local".to_owned()
+}
+
+fn default_package() -> String {
+    "default".to_owned()
+}
+
+fn default_combine_type() -> String {
+    "and".to_owned()
+}
+
+fn default_rule_type() -> String {
+    "Header".to_owned()
+}
+
+// === impl TriggerSpec ===
+
+impl TriggerSpec {
+    pub fn effective_name(&self, function: &str) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("API_{function}{}", self.target),
+        }
+    }
+
+    pub fn effective_path(&self, function: &str) -> String {
+        match &self.path {
+            Some(path) => path.clone(),
+            None => format!("/{function}-{}", self.target),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The compiled, immutable routing table and per-request resolution.
+//!
+//! A request path finds its trigger by the longest `/`-bounded prefix (one hash lookup per
+//! candidate prefix, bounded by the deepest trigger path), the trigger names a function
+//! and a target, and an alias target picks one of its versions: header rules first, then
+//! the sticky key, then the weighted rotation. Nothing here allocates per request.
+//!
+//! A table is never mutated: a change compiles a new one and the reloader publishes it
+//! with one `ArcSwap` store, so a request sees either the old table or the new one.
+
+mod compile;
+mod rules;
+pub mod split;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderName, Method, Uri};
+use rustc_hash::FxHashMap;
+
+use crate::metrics::RouteMetrics;
+use crate::routes::ValidRoutes;
+pub use compile::compile;
+use rules::RuleSet;
+use split::{Slot, Split};
+
+pub struct RoutingTable {
+    generation: u64,
+    source: Arc<ValidRoutes>,
+    functions: Box<[Function]>,
+    function_index: FxHashMap<Box<str>, u32>,
+    triggers: Box<[Trigger]>,
+    trigger_index: FxHashMap<Box<str>, u32>,
+    /// Segments in the deepest trigger path: longer request paths are cut to this depth
+    /// before the prefix walk, so a path of many slashes costs no more than a short one.
+    max_depth: usize,
+}
+
+pub struct Function {
+    pub name: Box<str>,
+    pub timeout: Option<Duration>,
+    /// Index 0 is `latest`.
+    versions: Box<[Version]>,
+    aliases: Box<[Alias]>,
+}
+
+pub struct Version {
+    pub name: Box<str>,
+    pub upstream: Upstream,
+}
+
+/// Where a version runs: scheme, authority and an optional base path.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    base_path: Box<str>,
+}
+
+struct Alias {
+    name: Box<str>,
+    /// Slot → index into the function's versions; slot 0 is the alias's own version.
+    versions: Box<[u16]>,
+    strategy: Box<[(Slot, RuleSet)]>,
+    split: Split,
+    sticky: Option<StickyKey>,
+}
+
+enum StickyKey {
+    Header(HeaderName),
+    Cookie(Box<str>),
+}
+
+pub struct Trigger {
+    pub name: Box<str>,
+    pub path: Box<str>,
+    pub target: Box<str>,
+    function: u32,
+    method: Option<Method>,
+    alias: Option<u16>,
+    /// One route per version the trigger can reach (per alias slot).
+    routes: Box<[Route]>,
+}
+
+/// A (trigger, version) pair: the unit of metrics.
+pub struct Route {
+    version: u16,
+    pub metrics: OnceLock<RouteMetrics>,
+}
+
+/// The outcome of resolving one request.
+pub struct Resolved<'t, 'r> {
+    pub function: &'t Function,
+    pub trigger: &'t Trigger,
+    pub version: &'t Version,
+    pub route: &'t Route,
+    /// The rest of the path after the trigger path: empty or starting with `/`.
+    pub remainder: &'r str,
+}
+
+/// Why a request has no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    NoTrigger,
+    MethodNotAllowed,
+}
+
+// === impl RoutingTable ===
+
+impl RoutingTable {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The validated routes this table was compiled from.
+    pub fn source(&self) -> &Arc<ValidRoutes> {
+        &self.source
+    }
+
+    pub fn trigger_count(&self) -> usize {
+        self.triggers.len()
+    }
+
+    /// The trigger whose path is the longest `/`-bounded prefix of `path`.
+    pub fn find_trigger<'r>(&self, path: &'r str) -> Option<(&Trigger, &'r str)> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        // Cut the path to the deepest trigger's depth: deeper prefixes cannot match.
+        let mut end = path.len();
+        if let Some((cut, _)) = path.match_indices('/').nth(self.max_depth) {
+            end = cut;
+        }
+        let mut candidate = &path[..end];
+        loop {
+            let key = if candidate.is_empty() { "/" } else { candidate };
+            if let Some(index) = self.trigger_index.get(key) {
+                let trigger = &self.triggers[*index as usize];
+                return Some((trigger, &path[candidate.len()..]));
+            }
+            if candidate.is_empty() {
+                return None;
+            }
+            candidate = &candidate[..candidate.rfind('/').unwrap_or(0)];
+        }
+    }
+
+    /// Finds the trigger, then the version that serves this request.
+    pub fn resolve<'r>(
+        &self,
+        method: &Method,
+        path: &'r str,
+        headers: &HeaderMap,
+    ) -> Result<Resolved<'_, 'r>, Unrouted> {
+        let (trigger, remainder) = self.find_trigger(path).ok_or(Unrouted::NoTrigger)?;
+        if let Some(allowed) = &trigger.method
+            && allowed != method
+        {
+            return Err(Unrouted::MethodNotAllowed);
+        }
+        let function = &self.functions[trigger.function as usize];
+        let slot = match trigger.alias {
+            Some(alias) => function.aliases[alias as usize].choose(headers),
+            None => 0,
+        };
+        let route = &trigger.routes[usize::from(slot)];
+        Ok(Resolved {
+            function,
+            trigger,
+            version: &function.versions[usize::from(route.version)],
+            route,
+            remainder,
+        })
+    }
+
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        let index = self.function_index.get(name)?;
+        Some(&self.functions[*index as usize])
+    }
+}
+
+// === impl Function ===
+
+impl Function {
+    pub fn version_names(&self) -> impl Iterator<Item = &str> {
+        self.versions.iter().map(|v| &*v.name)
+    }
+
+    fn alias_named(&self, name: &str) -> Option<&Alias> {
+        self.aliases.iter().find(|a| &*a.name == name)
+    }
+}
+
+// === impl Alias ===
+
+impl Alias {
+    fn choose(&self, headers: &HeaderMap) -> Slot {
+        for (slot, rules) in self.strategy.iter() {
+            if rules.matches(headers) {
+                return *slot;
+            }
+        }
+        if let Some(key) = self.sticky.as_ref().and_then(|s| s.find(headers)) {
+            return self.split.for_key(key);
+        }
+        self.split.next()
+    }
+}
+
+// === impl StickyKey ===
+
+impl StickyKey {
+    /// The request's sticky key, if it carries one.
+    fn find<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        match self {
+            StickyKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
+            StickyKey::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+                .find_map(|pair| {
+                    let pair = pair.trim_ascii();
+                    let eq = pair.iter().position(|b| *b == b'=')?;
+                    (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+                }),
+        }
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Parses a validated `http://host:port[/base]` URL.
+    pub fn parse(url: &str) -> Option<Self> {
+        let uri: Uri = url.parse().ok()?;
+        let base = uri.path().trim_end_matches('/');
+        Some(Upstream {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+            base_path: base.into(),
+        })
+    }
+
+    /// The absolute URI for a request: base path, then the remainder, then the query.
+    pub fn uri(&self, remainder: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut path = String::with_capacity(self.base_path.len() + remainder.len() + query_len + 1);
+        path.push_str(&self.base_path);
+        if remainder.is_empty() {
+            if self.base_path.is_empty() {
+                path.push('/');
+            }
+        } else {
+            path.push_str(remainder);
+        }
+        if let Some(query) = query {
+            path.push('?');
+            path.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+}
+
+#[cfg(test)]
+mod tests;

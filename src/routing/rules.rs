@@ -1,0 +1,160 @@
+//! Header rules of an alias's `additional_version_strategy`, compiled for matching.
+//!
+//! Names are parsed into `HeaderName`s once (so lookup is case-insensitive and
+//! allocation-free) and `in` lists are split once; matching a request only compares bytes.
+
+use http::{HeaderMap, HeaderName};
+
+use crate::routes::{RuleSpec, VersionStrategy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    All,
+    Any,
+}
+
+#[derive(Debug)]
+enum Matcher {
+    Equals(Box<[u8]>),
+    OneOf(Box<[Box<[u8]>]>),
+}
+
+#[derive(Debug)]
+struct Rule {
+    header: HeaderName,
+    matcher: Matcher,
+}
+
+/// A compiled `VersionStrategy`: its rules and how they combine.
+#[derive(Debug)]
+pub struct RuleSet {
+    combine: Combine,
+    rules: Box<[Rule]>,
+}
+
+// === impl RuleSet ===
+
+impl RuleSet {
+    /// Compiles a validated strategy; `None` if a header name does not parse (which
+    /// validation rules out).
+    pub fn compile(strategy: &VersionStrategy) -> Option<Self> {
+        let combine = if strategy.combine_type == "or" {
+            Combine::Any
+        } else {
+            Combine::All
+        };
+        let rules = strategy
+            .rules
+            .iter()
+            .map(compile_rule)
+            .collect::<Option<Vec<_>>>()?;
+        Some(RuleSet {
+            combine,
+            rules: rules.into_boxed_slice(),
+        })
+    }
+
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
+        match self.combine {
+            Combine::All => self.rules.iter().all(|rule| rule.matches(headers)),
+            Combine::Any => self.rules.iter().any(|rule| rule.matches(headers)),
+        }
+    }
+}
+
+fn compile_rule(spec: &RuleSpec) -> Option<Rule> {
+    let header = HeaderName::from_bytes(spec.param.as_bytes()).ok()?;
+    let matcher = if spec.op == "in" {
+        Matcher::OneOf(
+            spec.value
+                .split(',')
+                .map(|v| v.trim().as_bytes().into())
+                .collect(),
+        )
+    } else {
+        Matcher::Equals(spec.value.as_bytes().into())
+    };
+    Some(Rule { header, matcher })
+}
+
+// === impl Rule ===
+
+impl Rule {
+    /// True when any value of the header satisfies the rule (a header may repeat).
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        headers.get_all(&self.header).iter().any(|value| {
+            let value = value.as_bytes();
+            match &self.matcher {
+                Matcher::Equals(expected) => value == &expected[..],
+                Matcher::OneOf(options) => options.iter().any(|o| value == &o[..]),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn rule(param: &str, op: &str, value: &str) -> RuleSpec {
+        RuleSpec {
+            rule_type: "Header".into(),
+            param: param.into(),
+            op: op.into(),
+            value: value.into(),
+        }
+    }
+
+    fn set(combine: &str, rules: Vec<RuleSpec>) -> RuleSet {
+        let strategy = VersionStrategy {
+            combine_type: combine.into(),
+            rules,
+        };
+        RuleSet::compile(&strategy).unwrap_or_else(|| unreachable!("valid rules compile"))
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn equals_is_exact_and_names_are_case_insensitive() {
+        let s = set("and", vec![rule("X-User-Group", "=", "beta")]);
+        assert!(s.matches(&headers(&[("x-user-group", "beta")])));
+        assert!(!s.matches(&headers(&[("x-user-group", "Beta")])));
+        assert!(!s.matches(&headers(&[("x-user-group", "beta2")])));
+        assert!(!s.matches(&headers(&[])));
+    }
+
+    #[test]
+    fn in_matches_any_listed_value() {
+        let s = set("and", vec![rule("x-user-group", "in", "beta, qa")]);
+        assert!(s.matches(&headers(&[("x-user-group", "beta")])));
+        assert!(s.matches(&headers(&[("x-user-group", "qa")])));
+        assert!(!s.matches(&headers(&[("x-user-group", "beta,qa")])));
+        assert!(!s.matches(&headers(&[("x-user-group", "dev")])));
+    }
+
+    #[test]
+    fn and_needs_all_or_needs_any() {
+        let rules = || vec![rule("x-a", "=", "1"), rule("x-b", "in", "2,3")];
+        let all = set("and", rules());
+        let any = set("or", rules());
+        let both = headers(&[("x-a", "1"), ("x-b", "3")]);
+        let one = headers(&[("x-a", "1")]);
+        assert!(all.matches(&both) && any.matches(&both));
+        assert!(!all.matches(&one) && any.matches(&one));
+        assert!(!any.matches(&headers(&[("x-a", "2")])));
+    }
+
+    #[test]
+    fn a_repeated_header_matches_on_any_of_its_values() {
+        let s = set("and", vec![rule("x-tag", "=", "canary")]);
+        assert!(s.matches(&headers(&[("x-tag", "other"), ("x-tag", "canary")])));
+    }
+}
