@@ -5,6 +5,14 @@
 //! [`reload`] keeps current, and [`proxy`] resolves each request and forwards it. [`admin`]
 //! and [`metrics`] sit beside them; [`app`] wires the lifecycle together.
 
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod error;
 pub mod metrics;
+pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod routing;
+pub mod summary;

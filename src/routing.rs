@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::metrics::RouteMetrics;
 use crate::routes::ValidRoutes;
-pub use compile::compile;
+pub use compile::{CompileError, compile};
 use rules::RuleSet;
 use split::{Slot, Split};
 
@@ -47,6 +47,8 @@ pub struct Function {
 
 pub struct Version {
     pub name: Box<str>,
+    /// The name as a response header value (`X-Graygate-Version`), built once.
+    pub header: http::HeaderValue,
     pub upstream: Upstream,
 }
 

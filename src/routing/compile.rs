@@ -109,8 +109,13 @@ fn version(name: &str, url: &str) -> Result<Version, CompileError> {
         what: format!("version {name}"),
         detail: format!("bad upstream {url}"),
     })?;
+    let header = http::HeaderValue::from_str(name).map_err(|e| CompileError {
+        what: format!("version {name}"),
+        detail: e.to_string(),
+    })?;
     Ok(Version {
         name: name.into(),
+        header,
         upstream,
     })
 }

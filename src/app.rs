@@ -1,0 +1,152 @@
+//! Lifecycle: `ServerConfig` → [`App::start`] (load routes, bind, spawn) → run → drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::proxy::server::{self, ConnSettings};
+use crate::proxy::upstream::build_client;
+use crate::reload::{self, RoutesStore, StoreError};
+
+/// A running gateway: data and admin listeners, the reloader, and the shutdown switch.
+pub struct App {
+    data_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    routes: Arc<RoutesStore>,
+    metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Routes(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot watch the routes directory: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+// === impl App ===
+
+impl App {
+    pub async fn start(config: ServerConfig) -> Result<App, StartError> {
+        let metrics = Metrics::new()?;
+        let routes = Arc::new(RoutesStore::open(&config.routes_path, metrics.clone())?);
+        let data = bind(config.listen).await?;
+        let admin = bind(config.admin_listen).await?;
+        let data_addr = local_addr(&data, config.listen)?;
+        let admin_addr = local_addr(&admin, config.admin_listen)?;
+        let (shutdown, stop) = watch::channel(false);
+        let settings = ConnSettings::from_config(&config);
+
+        let gateway = Arc::new(Gateway::new(
+            Arc::clone(&routes),
+            build_client(&config),
+            metrics.clone(),
+            config.timeouts.request,
+        ));
+        let data_task = tokio::spawn(server::serve(
+            data,
+            settings.clone(),
+            move |request, peer| {
+                let gateway = Arc::clone(&gateway);
+                async move { gateway.handle(request, peer).await }
+            },
+            stop.clone(),
+        ));
+        let admin_state = Arc::new(Admin::new(Arc::clone(&routes), metrics.clone()));
+        let admin_task = tokio::spawn(server::serve(
+            admin,
+            settings,
+            move |request, _peer| {
+                let admin = Arc::clone(&admin_state);
+                async move { admin.handle(request).await }
+            },
+            stop.clone(),
+        ));
+        let watcher = reload::spawn_watcher(Arc::clone(&routes), config.reload.clone(), stop)?;
+        tracing::info!(%data_addr, %admin_addr, routes = %config.routes_path.display(), "graygate started");
+        Ok(App {
+            data_addr,
+            admin_addr,
+            routes,
+            metrics,
+            shutdown,
+            tasks: vec![data_task, admin_task, watcher],
+        })
+    }
+
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn routes(&self) -> &Arc<RoutesStore> {
+        &self.routes
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the grace period), returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a server task failed");
+            }
+        }
+        tracing::info!("graygate stopped");
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_stop_signal().await;
+        tracing::info!("stop signal received; draining");
+        self.shutdown().await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(%error, "cannot listen for ctrl-c; stopping");
+    }
+}

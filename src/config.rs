@@ -1,0 +1,258 @@
+//! Server settings from `graygate.yaml`: listeners, the routes file, timeouts and limits.
+//!
+//! ```text
+//!   graygate.yaml ──serde──▶ ServerFile ──validate──▶ ServerConfig (durations, absolute paths)
+//! ```
+//! Read once at start; the routes file it names is the part that hot-reloads. Every field
+//! has a default an operator can run with, so `{"routes": "routes.yaml"}` is a whole config.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default = "default_admin_listen")]
+    admin_listen: SocketAddr,
+    /// Relative to the directory of graygate.yaml.
+    #[serde(default = "default_routes")]
+    routes: PathBuf,
+    #[serde(default)]
+    timeouts: TimeoutsFile,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    reload: ReloadFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TimeoutsFile {
+    header_read_ms: u64,
+    upstream_connect_ms: u64,
+    request_ms: u64,
+    pool_idle_ms: u64,
+    shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    max_connections: usize,
+    max_headers: usize,
+    max_header_bytes: usize,
+    pool_max_idle_per_upstream: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ReloadFile {
+    debounce_ms: u64,
+    poll_ms: u64,
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub routes_path: PathBuf,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub reload: ReloadSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Deadline for a request's headers; on HTTP/1 it also bounds an idle keep-alive
+    /// connection, because hyper starts it when it waits for the next request head.
+    pub header_read: Duration,
+    pub upstream_connect: Duration,
+    /// Default for functions without `timeout_ms`: until the upstream's response headers.
+    pub request: Duration,
+    /// Idle pooled upstream connections are closed after this (keep it below the
+    /// upstreams' own keep-alive timeout, or a reused connection can race their close).
+    pub pool_idle: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub pool_max_idle_per_upstream: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadSettings {
+    pub debounce: Duration,
+    /// Fallback re-check for changes no file event reported (network file systems).
+    pub poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}")]
+    Parse { file: String, line: usize, message: String },
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+// === impl ServerConfig ===
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&source, &file, base)
+    }
+
+    /// Parses settings; a relative `routes` path is taken from `base`.
+    pub fn parse(source: &str, file: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: ServerFile = serde_norway::from_str(source).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            line: e.location().map_or(0, |l| l.line()),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(raw, file, base)
+    }
+
+    fn from_raw(raw: ServerFile, file: &str, base: &Path) -> Result<Self, ConfigError> {
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            field,
+            message: message.to_owned(),
+        };
+        let t = &raw.timeouts;
+        for (field, value) in [
+            ("timeouts.header_read_ms", t.header_read_ms),
+            ("timeouts.upstream_connect_ms", t.upstream_connect_ms),
+            ("timeouts.request_ms", t.request_ms),
+            ("timeouts.pool_idle_ms", t.pool_idle_ms),
+            ("reload.debounce_ms", raw.reload.debounce_ms),
+            ("reload.poll_ms", raw.reload.poll_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        let l = &raw.limits;
+        for (field, value) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_headers", l.max_headers),
+            ("limits.max_header_bytes", l.max_header_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if l.max_header_bytes < 8192 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
+        }
+        let routes_path = if raw.routes.is_absolute() {
+            raw.routes.clone()
+        } else {
+            base.join(&raw.routes)
+        };
+        Ok(ServerConfig {
+            listen: raw.listen,
+            admin_listen: raw.admin_listen,
+            routes_path,
+            timeouts: Timeouts {
+                header_read: Duration::from_millis(t.header_read_ms),
+                upstream_connect: Duration::from_millis(t.upstream_connect_ms),
+                request: Duration::from_millis(t.request_ms),
+                pool_idle: Duration::from_millis(t.pool_idle_ms),
+                shutdown_grace: Duration::from_millis(t.shutdown_grace_ms),
+            },
+            limits: Limits {
+                max_connections: l.max_connections,
+                max_headers: l.max_headers,
+                max_header_bytes: l.max_header_bytes,
+                pool_max_idle_per_upstream: l.pool_max_idle_per_upstream,
+            },
+            reload: ReloadSettings {
+                debounce: Duration::from_millis(raw.reload.debounce_ms),
+                poll: Duration::from_millis(raw.reload.poll_ms),
+            },
+        })
+    }
+
+    /// Settings for a gateway on the given addresses with every other value defaulted.
+    pub fn with_defaults(listen: SocketAddr, admin_listen: SocketAddr, routes_path: PathBuf) -> Result<Self, ConfigError> {
+        let raw = ServerFile {
+            listen,
+            admin_listen,
+            routes: routes_path,
+            timeouts: TimeoutsFile::default(),
+            limits: LimitsFile::default(),
+            reload: ReloadFile::default(),
+        };
+        Self::from_raw(raw, "defaults", Path::new("."))
+    }
+}
+
+// === defaults (stated in the README's configuration reference) ===
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+fn default_routes() -> PathBuf {
+    PathBuf::from("routes.yaml")
+}
+
+impl Default for TimeoutsFile {
+    fn default() -> Self {
+        TimeoutsFile {
+            header_read_ms: 30_000,
+            upstream_connect_ms: 3_000,
+            request_ms: 30_000,
+            pool_idle_ms: 30_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            max_connections: 10_000,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            pool_max_idle_per_upstream: 256,
+        }
+    }
+}
+
+impl Default for ReloadFile {
+    fn default() -> Self {
+        ReloadFile {
+            debounce_ms: 200,
+            poll_ms: 5_000,
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Data-plane errors, classified by origin, and the one place they become responses.
+//!
+//! Codes and bodies follow Huawei APIG's gateway errors:
+//! `{"error_code": "APIG.0202", "error_msg": "...", "request_id": "..."}`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use serde::Serialize;
+
+use crate::metrics::UpstreamErrorKind;
+use crate::proxy::ProxyBody;
+
+/// Where a failure came from: it decides the status and who should act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The request itself is at fault (4xx).
+    Client,
+    /// The function's backend failed (502/504).
+    Upstream,
+    /// graygate failed (500); never expected, always logged.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("no trigger matches the request")]
+    NoRoute,
+    #[error("upstream {}", .0.as_str())]
+    Upstream(UpstreamErrorKind),
+    #[error("upstream did not answer within the function's timeout")]
+    UpstreamTimeout,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error_code: &'static str,
+    error_msg: &'a str,
+    request_id: &'a str,
+}
+
+// === impl GatewayError ===
+
+impl GatewayError {
+    pub fn origin(&self) -> Origin {
+        match self {
+            GatewayError::BadRequest(_) | GatewayError::NoRoute => Origin::Client,
+            GatewayError::Upstream(_) | GatewayError::UpstreamTimeout => Origin::Upstream,
+            GatewayError::Internal(_) => Origin::Internal,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "APIG.0201",
+            GatewayError::NoRoute => "APIG.0101",
+            GatewayError::Upstream(_) => "APIG.0202",
+            GatewayError::UpstreamTimeout => "APIG.0203",
+            GatewayError::Internal(_) => "APIG.0500",
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(why) => why,
+            GatewayError::NoRoute => "The API does not exist or has not been published in the environment",
+            GatewayError::Upstream(UpstreamErrorKind::Connect) => "Backend unavailable: connection failed",
+            GatewayError::Upstream(UpstreamErrorKind::Protocol) => "Backend unavailable: invalid response",
+            GatewayError::Upstream(_) => "Backend unavailable: connection reset",
+            GatewayError::UpstreamTimeout => "Backend timeout",
+            GatewayError::Internal(why) => why,
+        }
+    }
+
+    /// The JSON error response, tagged with the request id.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let body = ErrorBody {
+            error_code: self.code(),
+            error_msg: self.message(),
+            request_id: request_id.to_str().unwrap_or(""),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(crate::proxy::headers::X_REQUEST_ID, request_id.clone());
+        response
+    }
+}
