@@ -50,8 +50,6 @@ impl Admin {
 fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<ProxyBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

@@ -77,14 +77,7 @@ impl App {
         ));
         let watcher = reload::spawn_watcher(Arc::clone(&routes), config.reload.clone(), stop)?;
         tracing::info!(%data_addr, %admin_addr, routes = %config.routes_path.display(), "graygate started");
-        Ok(App {
-            data_addr,
-            admin_addr,
-            routes,
-            metrics,
-            shutdown,
-            tasks: vec![data_task, admin_task, watcher],
-        })
+        Ok(App { data_addr, admin_addr, routes, metrics, shutdown, tasks: vec![data_task, admin_task, watcher] })
     }
 
     pub fn data_addr(&self) -> SocketAddr {
@@ -123,15 +116,11 @@ impl App {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })
+    listener.local_addr().map_err(|source| StartError::Bind { addr, source })
 }
 
 async fn wait_for_stop_signal() {

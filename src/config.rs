@@ -99,18 +99,11 @@ pub struct ReloadSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
     Parse { file: String, line: usize, message: String },
     #[error("{file}: {field}: {message}")]
-    Invalid {
-        file: String,
-        field: &'static str,
-        message: String,
-    },
+    Invalid { file: String, field: &'static str, message: String },
 }
 
 // === impl ServerConfig ===
@@ -118,10 +111,8 @@ pub enum ConfigError {
 impl ServerConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let source =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&source, &file, base)
     }
@@ -137,11 +128,8 @@ impl ServerConfig {
     }
 
     fn from_raw(raw: ServerFile, file: &str, base: &Path) -> Result<Self, ConfigError> {
-        let invalid = |field, message: &str| ConfigError::Invalid {
-            file: file.to_owned(),
-            field,
-            message: message.to_owned(),
-        };
+        let invalid =
+            |field, message: &str| ConfigError::Invalid { file: file.to_owned(), field, message: message.to_owned() };
         let t = &raw.timeouts;
         for (field, value) in [
             ("timeouts.header_read_ms", t.header_read_ms),
@@ -168,11 +156,7 @@ impl ServerConfig {
         if l.max_header_bytes < 8192 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
-        let routes_path = if raw.routes.is_absolute() {
-            raw.routes.clone()
-        } else {
-            base.join(&raw.routes)
-        };
+        let routes_path = if raw.routes.is_absolute() { raw.routes.clone() } else { base.join(&raw.routes) };
         Ok(ServerConfig {
             listen: raw.listen,
             admin_listen: raw.admin_listen,
@@ -198,7 +182,11 @@ impl ServerConfig {
     }
 
     /// Settings for a gateway on the given addresses with every other value defaulted.
-    pub fn with_defaults(listen: SocketAddr, admin_listen: SocketAddr, routes_path: PathBuf) -> Result<Self, ConfigError> {
+    pub fn with_defaults(
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+        routes_path: PathBuf,
+    ) -> Result<Self, ConfigError> {
         let raw = ServerFile {
             listen,
             admin_listen,
@@ -250,9 +238,6 @@ impl Default for LimitsFile {
 
 impl Default for ReloadFile {
     fn default() -> Self {
-        ReloadFile {
-            debounce_ms: 200,
-            poll_ms: 5_000,
-        }
+        ReloadFile { debounce_ms: 200, poll_ms: 5_000 }
     }
 }

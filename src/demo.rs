@@ -36,9 +36,8 @@ pub async fn spawn_backend(name: &str) -> std::io::Result<SocketAddr> {
                 async move { Ok::<_, Infallible>(echo(&name, request).await) }
             });
             tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
@@ -49,11 +48,8 @@ pub async fn spawn_backend(name: &str) -> std::io::Result<SocketAddr> {
 async fn echo(version: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let received = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-    let headers: BTreeMap<&str, &str> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("<binary>")))
-        .collect();
+    let headers: BTreeMap<&str, &str> =
+        parts.headers.iter().map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("<binary>"))).collect();
     let document = serde_json::json!({
         "version": version,
         "method": parts.method.as_str(),
@@ -64,9 +60,7 @@ async fn echo(version: &str, request: Request<Incoming>) -> Response<Full<Bytes>
     let mut text = document.to_string();
     text.push('\n');
     let mut response = Response::new(Full::new(Bytes::from(text)));
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }
 
@@ -74,9 +68,7 @@ async fn echo(version: &str, request: Request<Incoming>) -> Response<Full<Bytes>
 pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) -> Result<(), String> {
     let mut ports = Vec::new();
     for version in ["v1", "v2", "v3"] {
-        let addr = spawn_backend(version)
-            .await
-            .map_err(|e| format!("cannot start the {version} backend: {e}"))?;
+        let addr = spawn_backend(version).await.map_err(|e| format!("cannot start the {version} backend: {e}"))?;
         ports.push(addr.port());
     }
     let dir = std::env::temp_dir().join(format!("graygate-demo-{}", std::process::id()));
@@ -87,7 +79,10 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
 
     let split = sample_split(&format!("{base}/hello-prod"), 100).await?;
     println!("graygate demo: gateway on {base}, admin on http://{}", app.admin_addr());
-    println!("backends: v1 on 127.0.0.1:{}, v2 on 127.0.0.1:{}, v3 (latest) on 127.0.0.1:{}", ports[0], ports[1], ports[2]);
+    println!(
+        "backends: v1 on 127.0.0.1:{}, v2 on 127.0.0.1:{}, v3 (latest) on 127.0.0.1:{}",
+        ports[0], ports[1], ports[2]
+    );
     println!();
     println!("100 requests to /hello-prod (alias prod: v1 + 10% v2) were served by: {split:?}");
     println!();
@@ -137,16 +132,9 @@ async fn sample_split(url: &str, n: usize) -> Result<BTreeMap<String, usize>, St
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let mut counts = BTreeMap::new();
     for _ in 0..n {
-        let response = client
-            .get(uri.clone())
-            .await
-            .map_err(|e| format!("request to {url} failed: {e}"))?;
-        let version = response
-            .headers()
-            .get("x-graygate-version")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("?")
-            .to_owned();
+        let response = client.get(uri.clone()).await.map_err(|e| format!("request to {url} failed: {e}"))?;
+        let version =
+            response.headers().get("x-graygate-version").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
         let _ = response.into_body().collect().await;
         *counts.entry(version).or_insert(0) += 1;
     }

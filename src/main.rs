@@ -56,11 +56,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Demo {
-            listen,
-            admin_listen,
-            self_test,
-        } => {
+        Command::Demo { listen, admin_listen, self_test } => {
             init_logging();
             run_async(graygate::demo::run(listen, admin_listen, self_test))
         }
@@ -103,12 +99,7 @@ fn check(config_path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "{}: ok (listen {}, admin {})",
-        config_path.display(),
-        config.listen,
-        config.admin_listen
-    );
+    println!("{}: ok (listen {}, admin {})", config_path.display(), config.listen, config.admin_listen);
     print!("{}", graygate::summary::render(&config.routes_path, routes.spec()));
     ExitCode::SUCCESS
 }

@@ -7,16 +7,15 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::routes::RoutesFile;
 
 /// Request latency buckets, in seconds: sub-millisecond proxies up to 30 s functions.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -56,11 +55,8 @@ impl Metrics {
             &["function", "target", "version", "code"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "graygate_request_duration_seconds",
-                "Time from request to upstream response headers",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new("graygate_request_duration_seconds", "Time from request to upstream response headers")
+                .buckets(DURATION_BUCKETS.to_vec()),
             &["function", "version"],
         )?;
         let upstream_errors = IntCounterVec::new(
@@ -91,15 +87,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
-        Ok(Metrics {
-            registry,
-            requests,
-            duration,
-            upstream_errors,
-            reloads,
-            generation,
-            alias_weight,
-        })
+        Ok(Metrics { registry, requests, duration, upstream_errors, reloads, generation, alias_weight })
     }
 
     pub fn route(&self, function: &str, target: &str, version: &str) -> RouteMetrics {
@@ -117,9 +105,7 @@ impl Metrics {
             route.ok.inc();
         } else {
             let [function, target, version] = &route.labels;
-            self.requests
-                .with_label_values(&[function, target, version, status.as_str()])
-                .inc();
+            self.requests.with_label_values(&[function, target, version, status.as_str()]).inc();
         }
     }
 
@@ -130,9 +116,7 @@ impl Metrics {
 
     pub fn upstream_error(&self, route: &RouteMetrics, kind: UpstreamErrorKind) {
         let [function, _, version] = &route.labels;
-        self.upstream_errors
-            .with_label_values(&[function, version, kind.as_str()])
-            .inc();
+        self.upstream_errors.with_label_values(&[function, version, kind.as_str()]).inc();
     }
 
     pub fn reload_succeeded(&self, generation: u64, routes: &RoutesFile) {
@@ -151,13 +135,9 @@ impl Metrics {
         for function in &routes.functions {
             for alias in &function.aliases {
                 let extra: i64 = alias.additional_version_weights.values().sum();
-                self.alias_weight
-                    .with_label_values(&[&function.name, &alias.name, &alias.version])
-                    .set(100 - extra);
+                self.alias_weight.with_label_values(&[&function.name, &alias.name, &alias.version]).set(100 - extra);
                 for (version, weight) in &alias.additional_version_weights {
-                    self.alias_weight
-                        .with_label_values(&[&function.name, &alias.name, version])
-                        .set(*weight);
+                    self.alias_weight.with_label_values(&[&function.name, &alias.name, version]).set(*weight);
                 }
             }
         }

@@ -38,12 +38,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(routes: Arc<RoutesStore>, client: UpstreamClient, metrics: Metrics, default_timeout: Duration) -> Self {
-        Gateway {
-            routes,
-            client,
-            metrics,
-            default_timeout,
-        }
+        Gateway { routes, client, metrics, default_timeout }
     }
 
     pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
@@ -52,13 +47,7 @@ impl Gateway {
         let table = self.routes.current();
 
         let resolved = table.resolve(request.method(), request.uri().path(), request.headers());
-        let Resolved {
-            function,
-            trigger,
-            version,
-            route,
-            remainder,
-        } = match resolved {
+        let Resolved { function, trigger, version, route, remainder } = match resolved {
             Ok(resolved) => resolved,
             Err(Unrouted::NoTrigger | Unrouted::MethodNotAllowed) => {
                 let error = GatewayError::NoRoute;
@@ -66,9 +55,8 @@ impl Gateway {
                 return error.into_response(&request_id);
             }
         };
-        let route_metrics = route
-            .metrics
-            .get_or_init(|| self.metrics.route(&function.name, &trigger.target, &version.name));
+        let route_metrics =
+            route.metrics.get_or_init(|| self.metrics.route(&function.name, &trigger.target, &version.name));
         let upstream_uri = match version.upstream.uri(remainder, request.uri().query()) {
             Ok(uri) => uri,
             Err(_) => {

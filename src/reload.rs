@@ -66,10 +66,7 @@ impl RoutesStore {
             table: ArcSwap::from_pointee(table),
             path: path.to_owned(),
             metrics,
-            file: Mutex::new(FileState {
-                applied_hash: hash(&source),
-                rejected_hash: None,
-            }),
+            file: Mutex::new(FileState { applied_hash: hash(&source), rejected_hash: None }),
         })
     }
 
@@ -102,10 +99,7 @@ impl RoutesStore {
                 let generation = table.generation();
                 self.metrics.reload_succeeded(generation, table.source().spec());
                 self.table.store(Arc::new(table));
-                *state = FileState {
-                    applied_hash: content_hash,
-                    rejected_hash: None,
-                };
+                *state = FileState { applied_hash: content_hash, rejected_hash: None };
                 ReloadOutcome::Applied { generation }
             }
             Loaded::Rejected(content_hash, error) => {

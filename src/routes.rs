@@ -44,11 +44,7 @@ impl ValidRoutes {
     /// Validates an in-memory routes model (used by the management API).
     pub fn new(file: RoutesFile) -> Result<Self, Vec<Issue>> {
         let issues = validate::validate(&file);
-        if issues.is_empty() {
-            Ok(ValidRoutes(file))
-        } else {
-            Err(issues)
-        }
+        if issues.is_empty() { Ok(ValidRoutes(file)) } else { Err(issues) }
     }
 
     /// Parses and validates a document; `name` is used in error messages.
@@ -73,7 +69,8 @@ impl ValidRoutes {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, RoutesError> {
         let name = display_name(path);
-        let source = std::fs::read_to_string(path).map_err(|e| RoutesError::single(&name, None, "", format!("cannot read: {e}")))?;
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| RoutesError::single(&name, None, "", format!("cannot read: {e}")))?;
         Self::parse(&source, &name)
     }
 
@@ -88,23 +85,14 @@ impl ValidRoutes {
 
 /// The file name operators recognise in error messages (`routes.yaml`, not a long path).
 pub fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 // === impl RoutesError ===
 
 impl RoutesError {
     pub fn single(file: &str, line: Option<usize>, path: &str, message: String) -> Self {
-        RoutesError {
-            problems: vec![Problem {
-                file: file.to_owned(),
-                line,
-                path: path.to_owned(),
-                message,
-            }],
-        }
+        RoutesError { problems: vec![Problem { file: file.to_owned(), line, path: path.to_owned(), message }] }
     }
 
     fn from_serde(error: &serde_norway::Error, file: &str) -> Self {
@@ -120,14 +108,7 @@ impl RoutesError {
             Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
             _ => (String::new(), message),
         };
-        RoutesError {
-            problems: vec![Problem {
-                file: file.to_owned(),
-                line,
-                path,
-                message,
-            }],
-        }
+        RoutesError { problems: vec![Problem { file: file.to_owned(), line, path, message }] }
     }
 }
 

@@ -167,13 +167,7 @@ impl RoutingTable {
             None => 0,
         };
         let route = &trigger.routes[usize::from(slot)];
-        Ok(Resolved {
-            function,
-            trigger,
-            version: &function.versions[usize::from(route.version)],
-            route,
-            remainder,
-        })
+        Ok(Resolved { function, trigger, version: &function.versions[usize::from(route.version)], route, remainder })
     }
 
     pub fn function(&self, name: &str) -> Option<&Function> {
@@ -217,15 +211,15 @@ impl StickyKey {
     fn find<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
         match self {
             StickyKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
-            StickyKey::Cookie(name) => headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-                .find_map(|pair| {
-                    let pair = pair.trim_ascii();
-                    let eq = pair.iter().position(|b| *b == b'=')?;
-                    (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-                }),
+            StickyKey::Cookie(name) => {
+                headers.get_all(http::header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(
+                    |pair| {
+                        let pair = pair.trim_ascii();
+                        let eq = pair.iter().position(|b| *b == b'=')?;
+                        (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+                    },
+                )
+            }
         }
     }
 }
@@ -237,11 +231,7 @@ impl Upstream {
     pub fn parse(url: &str) -> Option<Self> {
         let uri: Uri = url.parse().ok()?;
         let base = uri.path().trim_end_matches('/');
-        Some(Upstream {
-            scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
-            base_path: base.into(),
-        })
+        Some(Upstream { scheme: uri.scheme()?.clone(), authority: uri.authority()?.clone(), base_path: base.into() })
     }
 
     /// The absolute URI for a request: base path, then the remainder, then the query.
@@ -260,11 +250,7 @@ impl Upstream {
             path.push('?');
             path.push_str(query);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
+        Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(path).build()
     }
 
     pub fn authority(&self) -> &Authority {

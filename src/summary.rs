@@ -23,9 +23,7 @@ pub fn render(path: &Path, routes: &RoutesFile) -> String {
         count(|f| f.triggers.len()),
     );
     for function in routes.functions.iter().take(MAX_LISTED_FUNCTIONS) {
-        let timeout = function
-            .timeout_ms
-            .map_or_else(|| "default timeout".to_owned(), |ms| format!("timeout {ms} ms"));
+        let timeout = function.timeout_ms.map_or_else(|| "default timeout".to_owned(), |ms| format!("timeout {ms} ms"));
         let _ = writeln!(
             out,
             "function {} (package {}, {timeout}); latest -> {}",
@@ -44,10 +42,7 @@ pub fn render(path: &Path, routes: &RoutesFile) -> String {
                 trigger.effective_name(&function.name),
                 trigger.effective_path(&function.name),
                 trigger.target,
-                trigger
-                    .req_method
-                    .as_deref()
-                    .map_or_else(String::new, |m| format!(" ({m} only)")),
+                trigger.req_method.as_deref().map_or_else(String::new, |m| format!(" ({m} only)")),
             );
         }
     }
@@ -66,11 +61,7 @@ fn describe_alias(alias: &AliasSpec) -> String {
     let mut text = parts.join(", ");
     for (version, strategy) in &alias.additional_version_strategy {
         let joiner = if strategy.combine_type == "or" { " or " } else { " and " };
-        let rules: Vec<String> = strategy
-            .rules
-            .iter()
-            .map(|r| format!("{} {} {}", r.param, r.op, r.value))
-            .collect();
+        let rules: Vec<String> = strategy.rules.iter().map(|r| format!("{} {} {}", r.param, r.op, r.value)).collect();
         let _ = write!(text, "; {version} when {}", rules.join(joiner));
     }
     if let Some(sticky) = &alias.sticky {

@@ -95,10 +95,7 @@ where
     }
     drop(listener);
     let open = graceful.count();
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(open, "grace period over; closing the remaining connections");
     }
 }

@@ -16,8 +16,14 @@ pub struct LineIndex {
 
 enum Frame {
     /// A mapping: `pending_key` is the key whose value comes next, if any.
-    Mapping { path: String, pending_key: Option<String> },
-    Sequence { path: String, next_index: usize },
+    Mapping {
+        path: String,
+        pending_key: Option<String>,
+    },
+    Sequence {
+        path: String,
+        next_index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -32,9 +38,7 @@ impl LineIndex {
         let mut parser = Parser::new_from_str(source);
         // A syntax error leaves a partial index, which still helps for earlier fields.
         let _partial = parser.load(&mut collector, false);
-        LineIndex {
-            lines: collector.lines,
-        }
+        LineIndex { lines: collector.lines }
     }
 
     /// The line of `path`, or of its nearest ancestor that appears in the document
@@ -75,11 +79,7 @@ impl Collector {
         let is_key = matches!(self.stack.last(), Some(Frame::Mapping { pending_key: None, .. }));
         if is_key {
             if let Some(Frame::Mapping { path, pending_key }) = self.stack.last_mut() {
-                let full = if path.is_empty() {
-                    value
-                } else {
-                    format!("{path}.{value}")
-                };
+                let full = if path.is_empty() { value } else { format!("{path}.{value}") };
                 self.lines.entry(full.clone()).or_insert(line);
                 *pending_key = Some(full);
             }
@@ -96,17 +96,11 @@ impl MarkedEventReceiver for Collector {
             Event::Scalar(value, ..) => self.on_scalar(value, line),
             Event::MappingStart(..) => {
                 let path = self.enter_value(line).unwrap_or_default();
-                self.stack.push(Frame::Mapping {
-                    path,
-                    pending_key: None,
-                });
+                self.stack.push(Frame::Mapping { path, pending_key: None });
             }
             Event::SequenceStart(..) => {
                 let path = self.enter_value(line).unwrap_or_default();
-                self.stack.push(Frame::Sequence {
-                    path,
-                    next_index: 0,
-                });
+                self.stack.push(Frame::Sequence { path, next_index: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
@@ -130,10 +124,7 @@ mod tests {
         assert_eq!(index.line_of("project_id"), Some(1));
         assert_eq!(index.line_of("functions[0]"), Some(3));
         assert_eq!(index.line_of("functions[0].aliases[0].name"), Some(5));
-        assert_eq!(
-            index.line_of("functions[0].aliases[0].additional_version_weights.v9"),
-            Some(6)
-        );
+        assert_eq!(index.line_of("functions[0].aliases[0].additional_version_weights.v9"), Some(6));
         // A field that is absent falls back to its parent.
         assert_eq!(index.line_of("functions[0].aliases[0].sticky"), Some(5));
     }

@@ -29,10 +29,7 @@ struct Issues(Vec<Issue>);
 
 impl Issues {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Issue {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(Issue { path: path.into(), message: message.into() });
     }
 }
 
@@ -75,10 +72,7 @@ fn validate_function(
     if let Some(timeout) = function.timeout_ms
         && !(1..=MAX_TIMEOUT_MS).contains(&timeout)
     {
-        issues.push(
-            format!("{at}.timeout_ms"),
-            format!("must be between 1 and {MAX_TIMEOUT_MS}, got {timeout}"),
-        );
+        issues.push(format!("{at}.timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}, got {timeout}"));
     }
 
     let mut versions = HashSet::new();
@@ -87,10 +81,7 @@ fn validate_function(
         if let Err(why) = check_version_name(&version.version) {
             issues.push(format!("{vat}.version"), why);
         } else if !versions.insert(version.version.as_str()) {
-            issues.push(
-                format!("{vat}.version"),
-                format!("version \"{}\" is defined twice", version.version),
-            );
+            issues.push(format!("{vat}.version"), format!("version \"{}\" is defined twice", version.version));
         }
         if let Err(why) = check_upstream(&version.upstream) {
             issues.push(format!("{vat}.upstream"), why);
@@ -100,10 +91,7 @@ fn validate_function(
     if function.aliases.len() > MAX_ALIASES_PER_FUNCTION {
         issues.push(
             format!("{at}.aliases"),
-            format!(
-                "a function has at most {MAX_ALIASES_PER_FUNCTION} aliases, got {}",
-                function.aliases.len()
-            ),
+            format!("a function has at most {MAX_ALIASES_PER_FUNCTION} aliases, got {}", function.aliases.len()),
         );
     }
     let mut aliases = HashSet::new();
@@ -112,10 +100,7 @@ fn validate_function(
         if let Err(why) = check_name(&alias.name) {
             issues.push(format!("{aat}.name"), why);
         } else if versions.contains(alias.name.as_str()) || alias.name.eq_ignore_ascii_case("latest") {
-            issues.push(
-                format!("{aat}.name"),
-                format!("alias \"{}\" has the name of a version", alias.name),
-            );
+            issues.push(format!("{aat}.name"), format!("alias \"{}\" has the name of a version", alias.name));
         } else if !aliases.insert(alias.name.as_str()) {
             issues.push(format!("{aat}.name"), format!("alias \"{}\" is defined twice", alias.name));
         }
@@ -137,10 +122,7 @@ fn validate_function(
 
 fn validate_alias(alias: &AliasSpec, at: &str, versions: &HashSet<&str>, issues: &mut Issues) {
     if alias.version != "latest" && !versions.contains(alias.version.as_str()) {
-        issues.push(
-            format!("{at}.version"),
-            format!("version \"{}\" does not exist", alias.version),
-        );
+        issues.push(format!("{at}.version"), format!("version \"{}\" does not exist", alias.version));
     }
     let mut total: i64 = 0;
     for (version, weight) in &alias.additional_version_weights {
@@ -153,10 +135,7 @@ fn validate_alias(alias: &AliasSpec, at: &str, versions: &HashSet<&str>, issues:
         }
     }
     if total > 100 {
-        issues.push(
-            format!("{at}.additional_version_weights"),
-            format!("weights sum to {total}, more than 100"),
-        );
+        issues.push(format!("{at}.additional_version_weights"), format!("weights sum to {total}, more than 100"));
     }
     for (version, strategy) in &alias.additional_version_strategy {
         let sat = format!("{at}.additional_version_strategy.{version}");
@@ -187,13 +166,7 @@ fn validate_alias(alias: &AliasSpec, at: &str, versions: &HashSet<&str>, issues:
     }
 }
 
-fn check_additional_version(
-    alias: &AliasSpec,
-    version: &str,
-    versions: &HashSet<&str>,
-    at: &str,
-    issues: &mut Issues,
-) {
+fn check_additional_version(alias: &AliasSpec, version: &str, versions: &HashSet<&str>, at: &str, issues: &mut Issues) {
     if version.eq_ignore_ascii_case("latest") {
         issues.push(at, "an additional version cannot be latest");
     } else if version == alias.version {
@@ -205,10 +178,7 @@ fn check_additional_version(
 
 fn validate_rule(rule: &RuleSpec, at: &str, issues: &mut Issues) {
     if !rule.rule_type.eq_ignore_ascii_case("header") {
-        issues.push(
-            format!("{at}.rule_type"),
-            format!("must be \"Header\", got \"{}\"", rule.rule_type),
-        );
+        issues.push(format!("{at}.rule_type"), format!("must be \"Header\", got \"{}\"", rule.rule_type));
     }
     if let Err(why) = check_token(&rule.param) {
         issues.push(format!("{at}.param"), why);
@@ -221,10 +191,7 @@ fn validate_rule(rule: &RuleSpec, at: &str, issues: &mut Issues) {
         }
         "in" => {
             if rule.value.split(',').any(|v| v.trim().is_empty()) {
-                issues.push(
-                    format!("{at}.value"),
-                    "must be comma-separated non-empty values",
-                );
+                issues.push(format!("{at}.value"), "must be comma-separated non-empty values");
             }
         }
         other => issues.push(format!("{at}.op"), format!("must be \"=\" or \"in\", got \"{other}\"")),
@@ -256,10 +223,7 @@ fn validate_trigger(
         issues.push(format!("{at}.name"), why);
     }
     if let Some(method) = &trigger.req_method
-        && !matches!(
-            method.as_str(),
-            "ANY" | "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS"
-        )
+        && !matches!(method.as_str(), "ANY" | "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS")
     {
         issues.push(
             format!("{at}.req_method"),
@@ -267,11 +231,7 @@ fn validate_trigger(
         );
     }
     let path = trigger.effective_path(&function.name);
-    let path_at = if trigger.path.is_some() {
-        format!("{at}.path")
-    } else {
-        at.to_owned()
-    };
+    let path_at = if trigger.path.is_some() { format!("{at}.path") } else { at.to_owned() };
     if let Err(why) = check_trigger_path(&path) {
         issues.push(path_at, why);
     } else if let Some(owner) = trigger_paths.get(&path) {
@@ -322,21 +282,14 @@ pub fn check_version_name(name: &str) -> Result<(), String> {
 
 fn check_trigger_name(name: &str) -> Result<(), String> {
     let ok = (1..=MAX_NAME_LEN * 2).contains(&name.len()) && name.chars().all(is_name_char);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("\"{}\" is not a valid trigger name", name.escape_debug()))
-    }
+    if ok { Ok(()) } else { Err(format!("\"{}\" is not a valid trigger name", name.escape_debug())) }
 }
 
 fn check_identifier(value: &str) -> Result<(), String> {
     if (1..=MAX_NAME_LEN).contains(&value.len()) && value.chars().all(is_name_char) {
         Ok(())
     } else {
-        Err(format!(
-            "\"{}\" must be 1-{MAX_NAME_LEN} letters, digits, '_' or '-'",
-            value.escape_debug()
-        ))
+        Err(format!("\"{}\" must be 1-{MAX_NAME_LEN} letters, digits, '_' or '-'", value.escape_debug()))
     }
 }
 
@@ -345,18 +298,13 @@ pub fn check_token(name: &str) -> Result<(), String> {
     if (1..=MAX_NAME_LEN).contains(&name.len()) && name.chars().all(is_name_char) {
         Ok(())
     } else {
-        Err(format!(
-            "\"{}\" must be 1-{MAX_NAME_LEN} letters, digits, '_' or '-'",
-            name.escape_debug()
-        ))
+        Err(format!("\"{}\" must be 1-{MAX_NAME_LEN} letters, digits, '_' or '-'", name.escape_debug()))
     }
 }
 
 /// Upstreams are `http://host:port[/base]`, without query or fragment.
 pub fn check_upstream(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("\"{}\" is not a URL: {e}", url.escape_debug()))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("\"{}\" is not a URL: {e}", url.escape_debug()))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!("\"{url}\" must start with http://"));
     }

@@ -48,18 +48,11 @@ pub fn compile(
                 target: trigger_spec.target.as_str().into(),
                 function: function_id,
                 method: parse_method(trigger_spec.req_method.as_deref())?,
-                alias: function
-                    .aliases
-                    .iter()
-                    .position(|a| *a.name == *trigger_spec.target)
-                    .map(|i| i as u16),
+                alias: function.aliases.iter().position(|a| *a.name == *trigger_spec.target).map(|i| i as u16),
                 routes: Box::new([]),
                 path: path.as_str().into(),
             };
-            let trigger = Trigger {
-                routes: routes_of(&function, &trigger, &trigger_spec.target)?,
-                ..trigger
-            };
+            let trigger = Trigger { routes: routes_of(&function, &trigger, &trigger_spec.target)?, ..trigger };
             max_depth = max_depth.max(depth(&path));
             trigger_index.insert(path.into_boxed_str(), triggers.len() as u32);
             triggers.push(trigger);
@@ -105,19 +98,11 @@ fn compile_function(spec: &FunctionSpec, earlier: Option<&Function>) -> Result<F
 }
 
 fn version(name: &str, url: &str) -> Result<Version, CompileError> {
-    let upstream = Upstream::parse(url).ok_or_else(|| CompileError {
-        what: format!("version {name}"),
-        detail: format!("bad upstream {url}"),
-    })?;
-    let header = http::HeaderValue::from_str(name).map_err(|e| CompileError {
-        what: format!("version {name}"),
-        detail: e.to_string(),
-    })?;
-    Ok(Version {
-        name: name.into(),
-        header,
-        upstream,
-    })
+    let upstream = Upstream::parse(url)
+        .ok_or_else(|| CompileError { what: format!("version {name}"), detail: format!("bad upstream {url}") })?;
+    let header = http::HeaderValue::from_str(name)
+        .map_err(|e| CompileError { what: format!("version {name}"), detail: e.to_string() })?;
+    Ok(Version { name: name.into(), header, upstream })
 }
 
 fn compile_alias(spec: &AliasSpec, versions: &[Version], cursor: Arc<AtomicU64>) -> Result<Alias, CompileError> {
@@ -125,13 +110,8 @@ fn compile_alias(spec: &AliasSpec, versions: &[Version], cursor: Arc<AtomicU64>)
         what: format!("alias {}", spec.name),
         detail: format!("unknown version {version}"),
     };
-    let index_of = |name: &str| {
-        versions
-            .iter()
-            .position(|v| *v.name == *name)
-            .map(|i| i as u16)
-            .ok_or_else(|| missing(name))
-    };
+    let index_of =
+        |name: &str| versions.iter().position(|v| *v.name == *name).map(|i| i as u16).ok_or_else(|| missing(name));
     // Slots: the alias's own version, then weighted versions, then rule-only versions.
     let mut slots: Vec<u16> = vec![index_of(&spec.version)?];
     let slot_of = |name: &str, slots: &mut Vec<u16>| -> Result<Slot, CompileError> {
@@ -159,9 +139,9 @@ fn compile_alias(spec: &AliasSpec, versions: &[Version], cursor: Arc<AtomicU64>)
     }
     let sticky = match &spec.sticky {
         Some(sticky) => match (&sticky.header, &sticky.cookie) {
-            (Some(header), _) => Some(StickyKey::Header(
-                HeaderName::from_bytes(header.as_bytes()).map_err(|_| missing(header))?,
-            )),
+            (Some(header), _) => {
+                Some(StickyKey::Header(HeaderName::from_bytes(header.as_bytes()).map_err(|_| missing(header))?))
+            }
             (None, Some(cookie)) => Some(StickyKey::Cookie(cookie.as_str().into())),
             (None, None) => None,
         },
@@ -178,22 +158,15 @@ fn compile_alias(spec: &AliasSpec, versions: &[Version], cursor: Arc<AtomicU64>)
 
 /// The routes a trigger can take: one per alias slot, or the one fixed version.
 fn routes_of(function: &Function, trigger: &Trigger, target: &str) -> Result<Box<[Route]>, CompileError> {
-    let route = |version: u16| Route {
-        version,
-        metrics: OnceLock::new(),
-    };
+    let route = |version: u16| Route { version, metrics: OnceLock::new() };
     if let Some(alias) = trigger.alias {
         let alias = &function.aliases[usize::from(alias)];
         return Ok(alias.versions.iter().map(|v| route(*v)).collect());
     }
-    let version = function
-        .versions
-        .iter()
-        .position(|v| *v.name == *target)
-        .ok_or_else(|| CompileError {
-            what: format!("trigger {}", trigger.name),
-            detail: format!("unknown target {target}"),
-        })?;
+    let version = function.versions.iter().position(|v| *v.name == *target).ok_or_else(|| CompileError {
+        what: format!("trigger {}", trigger.name),
+        detail: format!("unknown target {target}"),
+    })?;
     Ok(Box::new([route(version as u16)]))
 }
 
@@ -202,10 +175,7 @@ fn parse_method(method: Option<&str>) -> Result<Option<Method>, CompileError> {
         None | Some("ANY") => Ok(None),
         Some(name) => Method::from_bytes(name.as_bytes())
             .map(Some)
-            .map_err(|e| CompileError {
-                what: "req_method".into(),
-                detail: e.to_string(),
-            }),
+            .map_err(|e| CompileError { what: "req_method".into(), detail: e.to_string() }),
     }
 }
 

@@ -38,20 +38,9 @@ impl RuleSet {
     /// Compiles a validated strategy; `None` if a header name does not parse (which
     /// validation rules out).
     pub fn compile(strategy: &VersionStrategy) -> Option<Self> {
-        let combine = if strategy.combine_type == "or" {
-            Combine::Any
-        } else {
-            Combine::All
-        };
-        let rules = strategy
-            .rules
-            .iter()
-            .map(compile_rule)
-            .collect::<Option<Vec<_>>>()?;
-        Some(RuleSet {
-            combine,
-            rules: rules.into_boxed_slice(),
-        })
+        let combine = if strategy.combine_type == "or" { Combine::Any } else { Combine::All };
+        let rules = strategy.rules.iter().map(compile_rule).collect::<Option<Vec<_>>>()?;
+        Some(RuleSet { combine, rules: rules.into_boxed_slice() })
     }
 
     pub fn matches(&self, headers: &HeaderMap) -> bool {
@@ -65,12 +54,7 @@ impl RuleSet {
 fn compile_rule(spec: &RuleSpec) -> Option<Rule> {
     let header = HeaderName::from_bytes(spec.param.as_bytes()).ok()?;
     let matcher = if spec.op == "in" {
-        Matcher::OneOf(
-            spec.value
-                .split(',')
-                .map(|v| v.trim().as_bytes().into())
-                .collect(),
-        )
+        Matcher::OneOf(spec.value.split(',').map(|v| v.trim().as_bytes().into()).collect())
     } else {
         Matcher::Equals(spec.value.as_bytes().into())
     };
@@ -98,19 +82,11 @@ mod tests {
     use http::HeaderValue;
 
     fn rule(param: &str, op: &str, value: &str) -> RuleSpec {
-        RuleSpec {
-            rule_type: "Header".into(),
-            param: param.into(),
-            op: op.into(),
-            value: value.into(),
-        }
+        RuleSpec { rule_type: "Header".into(), param: param.into(), op: op.into(), value: value.into() }
     }
 
     fn set(combine: &str, rules: Vec<RuleSpec>) -> RuleSet {
-        let strategy = VersionStrategy {
-            combine_type: combine.into(),
-            rules,
-        };
+        let strategy = VersionStrategy { combine_type: combine.into(), rules };
         RuleSet::compile(&strategy).unwrap_or_else(|| unreachable!("valid rules compile"))
     }
 

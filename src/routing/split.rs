@@ -36,11 +36,7 @@ impl Split {
         let extra: u32 = additional.iter().map(|w| u32::from(*w)).sum();
         weights.push(CYCLE as u32 - extra.min(CYCLE as u32));
         weights.extend(additional.iter().map(|w| u32::from(*w)));
-        Split {
-            schedule: smooth_schedule(&weights),
-            buckets: bucket_map(&weights),
-            cursor,
-        }
+        Split { schedule: smooth_schedule(&weights), buckets: bucket_map(&weights), cursor }
     }
 
     /// The next slot of the rotation.

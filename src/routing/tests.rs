@@ -110,19 +110,14 @@ fn method_restricted_triggers_refuse_other_methods() {
     let headers = HeaderMap::new();
     let post = t.resolve(&Method::POST, "/shop/hello/deep/er", &headers);
     assert!(matches!(post, Ok(r) if &*r.version.name == "v2"));
-    assert!(matches!(
-        t.resolve(&Method::GET, "/shop/hello/deep/er", &headers),
-        Err(Unrouted::MethodNotAllowed)
-    ));
+    assert!(matches!(t.resolve(&Method::GET, "/shop/hello/deep/er", &headers), Err(Unrouted::MethodNotAllowed)));
 }
 
 #[test]
 fn upstream_uris_keep_base_path_remainder_and_query() {
     let t = table();
     let headers = HeaderMap::new();
-    let r = t
-        .resolve(&Method::POST, "/shop/hello/deep/er/a%20b", &headers)
-        .unwrap_or_else(|_| unreachable!());
+    let r = t.resolve(&Method::POST, "/shop/hello/deep/er/a%20b", &headers).unwrap_or_else(|_| unreachable!());
     let uri = r.version.upstream.uri(r.remainder, Some("q=1&x=%2F")).unwrap_or_else(|e| unreachable!("{e}"));
     assert_eq!(uri.to_string(), "http://127.0.0.1:9002/base/a%20b?q=1&x=%2F");
     let r = t.resolve(&Method::GET, "/hello-v1", &headers).unwrap_or_else(|_| unreachable!());

@@ -38,10 +38,7 @@ fn problems(doc: &str) -> Vec<String> {
 
 fn assert_rejected(doc: &str, expected: &str) {
     let got = problems(doc);
-    assert!(
-        got.iter().any(|p| p.contains(expected)),
-        "expected a problem containing {expected:?}, got {got:#?}"
-    );
+    assert!(got.iter().any(|p| p.contains(expected)), "expected a problem containing {expected:?}, got {got:#?}");
 }
 
 #[test]
@@ -63,10 +60,8 @@ fn an_unknown_version_is_reported_with_line_and_path() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let doc = GOOD
-        .replace("{ v2: 10 }", "{ v2: 0 }")
-        .replace("op: in", "op: like")
-        .replace("target: v1 }", "target: v7 }");
+    let doc =
+        GOOD.replace("{ v2: 10 }", "{ v2: 0 }").replace("op: in", "op: like").replace("target: v1 }", "target: v7 }");
     let got = problems(&doc);
     assert_eq!(got.len(), 3, "{got:#?}");
     assert!(got[0].starts_with("routes.yaml:14: functions[0].aliases[0].additional_version_weights.v2: weight"));
@@ -119,7 +114,10 @@ fn rules_follow_functiongraph() {
 
 #[test]
 fn trigger_paths_are_unique_and_canonical() {
-    assert_rejected(&GOOD.replace("path: /shop/hello", "path: /hello-prod"), "is already used by functions[0].triggers[0]");
+    assert_rejected(
+        &GOOD.replace("path: /shop/hello", "path: /hello-prod"),
+        "is already used by functions[0].triggers[0]",
+    );
     for bad in ["shop", "/shop/", "/shop//x", "/shop/../x", "/shop/%2e", "/sh op"] {
         assert_rejected(&GOOD.replace("path: /shop/hello", &format!("path: \"{bad}\"")), "path \"");
     }
@@ -128,7 +126,10 @@ fn trigger_paths_are_unique_and_canonical() {
 
 #[test]
 fn upstreams_and_sticky_are_checked() {
-    assert_rejected(&GOOD.replace("upstream: http://127.0.0.1:9001\n", "upstream: ftp://x\n"), "must start with http://");
+    assert_rejected(
+        &GOOD.replace("upstream: http://127.0.0.1:9001\n", "upstream: ftp://x\n"),
+        "must start with http://",
+    );
     assert_rejected(&GOOD.replace("upstream: http://127.0.0.1:9001\n", "upstream: \"http://x/?q\"\n"), "query");
     let sticky = GOOD.replace("{ v2: 10 }", "{ v2: 10 }\n        sticky: { header: x-uid, cookie: uid }");
     assert_rejected(&sticky, "set exactly one");
