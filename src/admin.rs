@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 use crate::metrics::Metrics;
 use crate::proxy::ProxyBody;
-use crate::reload::RoutesStore;
+use crate::store::RoutesStore;
 
 pub struct Admin {
     routes: Arc<RoutesStore>,

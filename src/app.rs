@@ -13,7 +13,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::proxy::server::{self, ConnSettings};
 use crate::proxy::upstream::build_client;
-use crate::reload::{self, RoutesStore, StoreError};
+use crate::reload;
+use crate::store::{RoutesStore, StoreError};
 
 /// A running gateway: data and admin listeners, the reloader, and the shutdown switch.
 pub struct App {
@@ -42,7 +43,7 @@ pub enum StartError {
 impl App {
     pub async fn start(config: ServerConfig) -> Result<App, StartError> {
         let metrics = Metrics::new()?;
-        let routes = Arc::new(RoutesStore::open(&config.routes_path, metrics.clone())?);
+        let routes = Arc::new(RoutesStore::open(&config.routes_path, metrics.clone(), config.reload.debounce)?);
         let data = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;
         let data_addr = local_addr(&data, config.listen)?;
@@ -107,9 +108,9 @@ impl App {
         tracing::info!("graygate stopped");
     }
 
-    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
-    pub async fn run_until_signal(self) {
-        wait_for_stop_signal().await;
+    /// Runs until `stop` fires, then shuts down gracefully.
+    pub async fn run_until(self, stop: StopSignal) {
+        stop.wait().await;
         tracing::info!("stop signal received; draining");
         self.shutdown().await;
     }
@@ -123,19 +124,34 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
     listener.local_addr().map_err(|source| StartError::Bind { addr, source })
 }
 
-async fn wait_for_stop_signal() {
+/// SIGTERM and SIGINT, installed *before* the listeners open: a signal that arrives while
+/// the gateway starts still drains it instead of killing the process.
+pub struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+// === impl StopSignal ===
+
+impl StopSignal {
+    pub fn install() -> Self {
+        StopSignal {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    pub async fn wait(self) {
+        #[cfg(unix)]
+        if let Some(mut term) = self.term {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
             return;
         }
-    }
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::error!(%error, "cannot listen for ctrl-c; stopping");
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c; stopping");
+        }
     }
 }

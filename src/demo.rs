@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use crate::app::{App, StopSignal};
 use crate::config::ServerConfig;
 
 const ROUTES_TEMPLATE: &str = include_str!("../config/demo-routes.yaml");
@@ -74,6 +74,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     let dir = std::env::temp_dir().join(format!("graygate-demo-{}", std::process::id()));
     let routes_path = write_routes(&dir, &ports).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
     let config = ServerConfig::with_defaults(listen, admin_listen, routes_path.clone()).map_err(|e| e.to_string())?;
+    let stop = StopSignal::install();
     let app = App::start(config).await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", app.data_addr());
 
@@ -110,7 +111,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
         };
     }
     println!("Press Ctrl-C to stop.");
-    app.run_until_signal().await;
+    app.run_until(stop).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

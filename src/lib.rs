@@ -2,7 +2,7 @@
 //!
 //! The request path reads top to bottom: [`config`] (server settings) and [`routes`] (the
 //! routing file) are validated, [`routing`] compiles them into an immutable table that
-//! [`reload`] keeps current, and [`proxy`] resolves each request and forwards it. [`admin`]
+//! [`store`] publishes and [`reload`] keeps current, and [`proxy`] resolves each request and forwards it. [`admin`]
 //! and [`metrics`] sit beside them; [`app`] wires the lifecycle together.
 
 pub mod admin;
@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod routing;
+pub mod store;
 pub mod summary;

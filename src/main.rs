@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use graygate::app::App;
+use graygate::app::{App, StopSignal};
 use graygate::config::ServerConfig;
 use graygate::routes::ValidRoutes;
 
@@ -51,8 +51,9 @@ fn main() -> ExitCode {
                 Err(error) => return fail(&error.to_string()),
             };
             run_async(async move {
+                let stop = StopSignal::install();
                 let app = App::start(config).await.map_err(|e| e.to_string())?;
-                app.run_until_signal().await;
+                app.run_until(stop).await;
                 Ok(())
             })
         }

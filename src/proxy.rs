@@ -20,8 +20,8 @@ use hyper::body::Incoming;
 
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::reload::RoutesStore;
 use crate::routing::{Resolved, Unrouted};
+use crate::store::RoutesStore;
 use upstream::UpstreamClient;
 
 /// Responses stream the upstream's body, or carry a small body of our own.

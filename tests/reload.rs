@@ -302,12 +302,11 @@ async fn hammer(url: String, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
 async fn a_hundred_rewrites_under_load_fail_no_request() {
     let _serial = SIGNALS.read().await;
     let b = backends(&["v1", "v2"]).await;
-    // A short debounce, so that reloads (good and bad) happen between the writes: with a
-    // debounce longer than the gap between two rename saves, the debouncer restarts the
-    // file's event queue on every rename and nothing would reload until the writes stop.
+    // A debounce longer than the gap between writes: reloads must still happen during the
+    // burst (at most one per debounce), not be postponed until the writes stop.
     let gateway = Gateway::start_with(&routes(&b, 10, "start"), |config| {
         config.reload.poll = NO_POLL;
-        config.reload.debounce = Duration::from_millis(5);
+        config.reload.debounce = Duration::from_millis(50);
     })
     .await;
     let url = format!("http://{}/hello-prod", gateway.app.data_addr());
@@ -336,6 +335,16 @@ async fn a_hundred_rewrites_under_load_fail_no_request() {
     let last_valid = last_valid.unwrap();
     assert_eq!(last_valid, (50, "write 99".to_owned()), "the last write is a valid one");
     wait_until("the last write is in force", || in_force(&gateway) == last_valid).await;
+
+    // Invalid writes that were replaced within the settle time were never "saved"; one that
+    // stays is rejected while the clients keep going, and the last good table keeps serving.
+    std::fs::write(&gateway.routes_path, unknown_version(&b)).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while metric_value(&gateway.metrics().await, FAILURE) < 1.0 {
+        assert!(Instant::now() < deadline, "the lasting invalid write was never rejected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_force(&gateway), last_valid);
 
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failures) = (0, Vec::new());

@@ -1,0 +1,169 @@
+//! The routing state's owner: the published table (one `ArcSwap`) and the file behind it.
+//!
+//! Every change goes through here, serialised by one lock: a reload from the file (watch,
+//! poll, SIGHUP) and, from the management API, a write to the file. A content hash makes a
+//! re-read of unchanged content a no-op, so the watcher never loops on the gateway's own
+//! writes; a file that fails to parse is re-read once it has settled before it counts as
+//! rejected, so a writer caught between truncate and write is not reported as an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::metrics::Metrics;
+use crate::routes::{RoutesError, ValidRoutes};
+use crate::routing::{self, RoutingTable};
+
+/// How many times a failing file is re-read while it keeps changing under us.
+const SETTLE_ATTEMPTS: usize = 5;
+
+/// The published routing table and what is known about the file it came from.
+pub struct RoutesStore {
+    table: ArcSwap<RoutingTable>,
+    path: PathBuf,
+    metrics: Metrics,
+    /// A file that fails to parse is re-read after this long before it counts as rejected.
+    settle: Duration,
+    /// Serialises reloads and API writes so two never interleave.
+    file: Mutex<FileState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FileState {
+    applied_hash: u64,
+    /// A rejected file is not re-parsed (or re-logged) until its content changes.
+    rejected_hash: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Applied { generation: u64 },
+    Rejected(RoutesError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Routes(#[from] RoutesError),
+    #[error("cannot compile routes: {0}")]
+    Compile(#[from] routing::CompileError),
+}
+
+// === impl RoutesStore ===
+
+impl RoutesStore {
+    /// Loads the routes file; a gateway does not start on an invalid one.
+    pub fn open(path: &Path, metrics: Metrics, settle: Duration) -> Result<Self, StoreError> {
+        let source = read(path)?;
+        let valid = ValidRoutes::parse(&source, &crate::routes::display_name(path))?;
+        let table = routing::compile(Arc::new(valid), 1, None)?;
+        metrics.reload_succeeded(1, table.source().spec());
+        Ok(RoutesStore {
+            table: ArcSwap::from_pointee(table),
+            path: path.to_owned(),
+            metrics,
+            settle,
+            file: Mutex::new(FileState { applied_hash: hash(&source), rejected_hash: None }),
+        })
+    }
+
+    /// The table in force; hold it for the whole request, not across reloads' concerns.
+    pub fn current(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file and applies it if it changed (always, when `force`).
+    pub async fn reload(&self, force: bool) -> ReloadOutcome {
+        let mut state = self.file.lock().await;
+        let path = self.path.clone();
+        let previous = self.current();
+        let known = *state;
+        let settle = self.settle;
+        let work = tokio::task::spawn_blocking(move || load(&path, &previous, known, force, settle)).await;
+        let outcome = match work {
+            Ok(outcome) => outcome,
+            Err(join_error) => Loaded::Rejected(
+                hash_unknown(),
+                RoutesError::single(&self.path.display().to_string(), None, "", join_error.to_string()),
+            ),
+        };
+        match outcome {
+            Loaded::Unchanged => ReloadOutcome::Unchanged,
+            Loaded::Compiled(content_hash, table) => {
+                let generation = table.generation();
+                self.metrics.reload_succeeded(generation, table.source().spec());
+                self.table.store(Arc::new(table));
+                *state = FileState { applied_hash: content_hash, rejected_hash: None };
+                ReloadOutcome::Applied { generation }
+            }
+            Loaded::Rejected(content_hash, error) => {
+                self.metrics.reload_failed();
+                state.rejected_hash = Some(content_hash);
+                ReloadOutcome::Rejected(error)
+            }
+        }
+    }
+}
+
+enum Loaded {
+    Unchanged,
+    Compiled(u64, RoutingTable),
+    Rejected(u64, RoutesError),
+}
+
+/// The blocking part of a reload: read, compare, parse, validate, compile.
+fn load(path: &Path, previous: &RoutingTable, known: FileState, force: bool, settle: Duration) -> Loaded {
+    let name = crate::routes::display_name(path);
+    let mut attempt = 0;
+    let (content_hash, valid) = loop {
+        let source = match read(path) {
+            Ok(source) => source,
+            Err(error) => return Loaded::Rejected(hash_unknown(), error),
+        };
+        let content_hash = hash(&source);
+        if !force && (content_hash == known.applied_hash || Some(content_hash) == known.rejected_hash) {
+            return Loaded::Unchanged;
+        }
+        match ValidRoutes::parse(&source, &name) {
+            Ok(valid) => break (content_hash, valid),
+            Err(error) => {
+                // A writer between truncate and write leaves a short file for a moment:
+                // only content that stays the same across a settle period is rejected.
+                attempt += 1;
+                std::thread::sleep(settle);
+                let settled = read(path).map(|s| hash(&s) == content_hash).unwrap_or(true);
+                if settled || attempt >= SETTLE_ATTEMPTS {
+                    return Loaded::Rejected(content_hash, error);
+                }
+            }
+        }
+    };
+    match routing::compile(Arc::new(valid), previous.generation() + 1, Some(previous)) {
+        Ok(table) => Loaded::Compiled(content_hash, table),
+        Err(error) => Loaded::Rejected(content_hash, RoutesError::single(&name, None, "", error.to_string())),
+    }
+}
+
+fn read(path: &Path) -> Result<String, RoutesError> {
+    std::fs::read_to_string(path).map_err(|error| {
+        RoutesError::single(&crate::routes::display_name(path), None, "", format!("cannot read: {error}"))
+    })
+}
+
+fn hash(source: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(source.as_bytes())
+}
+
+/// An unreadable file has no content hash; a value no real file hashes to keeps it
+/// from suppressing the next attempt.
+fn hash_unknown() -> u64 {
+    u64::MAX
+}
