@@ -34,6 +34,7 @@ fn table(triggers: usize) -> RoutingTable {
                     version: (*v).into(),
                     upstream: "http://127.0.0.1:9001".into(),
                     description: None,
+                    last_modified: None,
                 })
                 .collect(),
             aliases: vec![AliasSpec {
@@ -56,6 +57,8 @@ fn table(triggers: usize) -> RoutingTable {
                 .into_iter()
                 .collect(),
                 sticky: None,
+                last_modified: None,
+                deployment_id: None,
             }],
             triggers: vec![TriggerSpec {
                 name: None,
@@ -63,6 +66,7 @@ fn table(triggers: usize) -> RoutingTable {
                 target: "canary".into(),
                 req_method: None,
                 trigger_id: None,
+                created_time: None,
             }],
         })
         .collect();

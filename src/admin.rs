@@ -1,29 +1,70 @@
-//! The admin listener: Prometheus metrics and health probes (the management API joins later).
+//! The admin listener: Prometheus metrics and health probes (open), and the management API
+//! (authenticated): FunctionGraph's REST paths under `/v2/` and ESA's RPC actions.
+//!
+//! A management request is read whole (bodies are capped: signatures cover them), then
+//! authenticated, then dispatched. Each API family answers errors in its own vendor's shape,
+//! because that is what its SDK parses.
+
+pub mod auth;
+mod esa;
+mod functiongraph;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::macros::format_description;
 
+use crate::config::AdminSettings;
 use crate::metrics::Metrics;
 use crate::proxy::ProxyBody;
 use crate::store::RoutesStore;
+use auth::{Credentials, SignedRequest};
+
+pub type Reply = Response<ProxyBody>;
 
 pub struct Admin {
     routes: Arc<RoutesStore>,
     metrics: Metrics,
+    credentials: Credentials,
+    max_body_bytes: usize,
+}
+
+/// A management request, read whole.
+pub struct AdminRequest {
+    pub method: Method,
+    /// The path as it arrived, still percent-encoded.
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub request_id: String,
+}
+
+/// Which vendor's API a path belongs to (and so which error shape it gets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    FunctionGraph,
+    Esa,
 }
 
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(routes: Arc<RoutesStore>, metrics: Metrics) -> Self {
-        Admin { routes, metrics }
+    pub fn new(routes: Arc<RoutesStore>, metrics: Metrics, settings: &AdminSettings) -> Self {
+        Admin {
+            routes,
+            metrics,
+            credentials: Credentials::new(settings.tokens.clone(), settings.keys.clone(), settings.max_clock_skew),
+            max_body_bytes: settings.max_body_bytes,
+        }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Reply {
         let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
         match request.uri().path() {
             "/metrics" if read_only => match self.metrics.render() {
@@ -35,21 +76,147 @@ impl Admin {
             },
             "/healthz" if read_only => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" if read_only => {
-                // A store always holds a table once it exists; report which one.
                 let generation = self.routes.current().generation();
                 reply(StatusCode::OK, "text/plain", format!("ready generation={generation}\n").into_bytes())
             }
             "/metrics" | "/healthz" | "/readyz" => {
                 reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"method not allowed\n".to_vec())
             }
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+            _ => self.manage(request).await,
+        }
+    }
+
+    async fn manage(&self, request: Request<Incoming>) -> Reply {
+        let request_id = new_uuid();
+        let family = if request.uri().path().starts_with("/v2/") {
+            Family::FunctionGraph
+        } else if request.headers().contains_key("x-acs-action")
+            || request.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("Action=")))
+        {
+            Family::Esa
+        } else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
+        };
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let too_large = error.is::<http_body_util::LengthLimitError>();
+                let (status, message) = if too_large {
+                    (StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {} bytes", self.max_body_bytes))
+                } else {
+                    (StatusCode::BAD_REQUEST, "request body could not be read".to_owned())
+                };
+                return family.error(status, "FSS.0400", "InvalidParameter", &message, &request_id);
+            }
+        };
+        let admin_request = AdminRequest {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers,
+            body,
+            request_id,
+        };
+        let signed = SignedRequest {
+            method: &admin_request.method,
+            raw_path: &admin_request.path,
+            raw_query: admin_request.query.as_deref(),
+            headers: &admin_request.headers,
+            body: &admin_request.body,
+        };
+        match self.credentials.authenticate(&signed, OffsetDateTime::now_utc()) {
+            Ok(scheme) => tracing::debug!(?scheme, path = %admin_request.path, "management call authenticated"),
+            Err(why) => {
+                // The caller learns only that it failed; the log says why.
+                tracing::info!(%why, path = %admin_request.path, "management call refused");
+                return family.error(
+                    StatusCode::UNAUTHORIZED,
+                    "APIG.0301",
+                    "InvalidAccessKeyId",
+                    "Authentication failed",
+                    &admin_request.request_id,
+                );
+            }
+        }
+        match family {
+            Family::FunctionGraph => functiongraph::handle(&self.routes, &admin_request).await,
+            Family::Esa => esa::handle(&self.routes, &admin_request).await,
+        }
+    }
+
+    /// True when no management call can ever succeed (no token and no key configured).
+    pub fn has_credentials(&self) -> bool {
+        !self.credentials.is_empty()
+    }
+}
+
+// === impl Family ===
+
+impl Family {
+    fn error(self, status: StatusCode, fg_code: &str, esa_code: &str, message: &str, request_id: &str) -> Reply {
+        match self {
+            Family::FunctionGraph => fg_error(status, fg_code, message, request_id),
+            Family::Esa => json_reply(
+                status,
+                &serde_json::json!({ "RequestId": request_id, "Code": esa_code, "Message": message }),
+            ),
         }
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<ProxyBody> {
+/// A FunctionGraph error body; the SDK reads the request id from the header.
+pub(crate) fn fg_error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Reply {
+    let mut response = json_reply(status, &serde_json::json!({ "error_code": code, "error_msg": message }));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
+}
+
+pub(crate) fn json_reply<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(body) => reply(status, "application/json", body),
+        Err(error) => {
+            tracing::error!(%error, "cannot serialise a management response");
+            reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", b"internal error\n".to_vec())
+        }
+    }
+}
+
+pub(crate) fn empty_reply(status: StatusCode) -> Reply {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+    *response.status_mut() = status;
+    response
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Reply {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// FunctionGraph's timestamp format (`2019-10-31 11:37:58`), in UTC.
+pub(crate) fn now_text() -> String {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    OffsetDateTime::now_utc().format(format).unwrap_or_default()
+}
+
+/// FunctionGraph's default version name (`yyyymmdd-HHMMSS`), in UTC.
+pub(crate) fn now_compact() -> String {
+    let format = format_description!("[year][month][day]-[hour][minute][second]");
+    OffsetDateTime::now_utc().format(format).unwrap_or_default()
+}
+
+/// A random (version 4) UUID.
+pub(crate) fn new_uuid() -> String {
+    let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// ESA deployment ids: milliseconds since the epoch, which orders them.
+pub(crate) fn new_deployment_id() -> String {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string()
 }

@@ -34,6 +34,8 @@ pub enum StartError {
     Routes(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("admin_listen {0} is not a loopback address and no admin tokens or keys are configured")]
+    OpenAdmin(SocketAddr),
     #[error("cannot watch the routes directory: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -42,6 +44,9 @@ pub enum StartError {
 
 impl App {
     pub async fn start(config: ServerConfig) -> Result<App, StartError> {
+        if !config.admin_listen.ip().is_loopback() && config.admin.tokens.is_empty() && config.admin.keys.is_empty() {
+            return Err(StartError::OpenAdmin(config.admin_listen));
+        }
         let metrics = Metrics::new()?;
         let routes = Arc::new(RoutesStore::open(&config.routes_path, metrics.clone(), config.reload.debounce)?);
         let data = bind(config.listen).await?;
@@ -66,7 +71,10 @@ impl App {
             },
             stop.clone(),
         ));
-        let admin_state = Arc::new(Admin::new(Arc::clone(&routes), metrics.clone()));
+        let admin_state = Arc::new(Admin::new(Arc::clone(&routes), metrics.clone(), &config.admin));
+        if !admin_state.has_credentials() {
+            tracing::warn!("no admin tokens or keys are configured: every management API call will be refused");
+        }
         let admin_task = tokio::spawn(server::serve(
             admin,
             settings,

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::auth::{AccessKey, Secret};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerFile {
@@ -28,6 +30,8 @@ struct ServerFile {
     limits: LimitsFile,
     #[serde(default)]
     reload: ReloadFile,
+    #[serde(default)]
+    admin: AdminFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +60,24 @@ struct ReloadFile {
     poll_ms: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AdminFile {
+    /// Accepted `X-Auth-Token` values; `${NAME}` is replaced with the environment variable.
+    tokens: Vec<String>,
+    /// Access key pairs for SDK-HMAC-SHA256 and ACS3-HMAC-SHA256 signatures.
+    keys: Vec<KeyFile>,
+    max_body_bytes: usize,
+    max_clock_skew_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    access_key: String,
+    secret_key: String,
+}
+
 /// Validated server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -65,6 +87,17 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub reload: ReloadSettings,
+    pub admin: AdminSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub tokens: Vec<Secret>,
+    pub keys: Vec<AccessKey>,
+    /// Management request bodies above this are refused (413) before they are parsed.
+    pub max_body_bytes: usize,
+    /// Signed requests dated further than this from our clock are refused.
+    pub max_clock_skew: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +135,8 @@ pub enum ConfigError {
     Read { file: String, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
     Parse { file: String, line: usize, message: String },
+    #[error("{file}: {field}: environment variable {name} is not set")]
+    MissingEnv { file: String, field: &'static str, name: String },
     #[error("{file}: {field}: {message}")]
     Invalid { file: String, field: &'static str, message: String },
 }
@@ -156,6 +191,7 @@ impl ServerConfig {
         if l.max_header_bytes < 8192 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
+        let admin = admin_settings(&raw.admin, file)?;
         let routes_path = if raw.routes.is_absolute() { raw.routes.clone() } else { base.join(&raw.routes) };
         Ok(ServerConfig {
             listen: raw.listen,
@@ -178,6 +214,7 @@ impl ServerConfig {
                 debounce: Duration::from_millis(raw.reload.debounce_ms),
                 poll: Duration::from_millis(raw.reload.poll_ms),
             },
+            admin,
         })
     }
 
@@ -194,9 +231,73 @@ impl ServerConfig {
             timeouts: TimeoutsFile::default(),
             limits: LimitsFile::default(),
             reload: ReloadFile::default(),
+            admin: AdminFile::default(),
         };
         Self::from_raw(raw, "defaults", Path::new("."))
     }
+}
+
+fn admin_settings(raw: &AdminFile, file: &str) -> Result<AdminSettings, ConfigError> {
+    let expand = |value: &str, field: &'static str| {
+        expand_env(value).map_err(|name| ConfigError::MissingEnv { file: file.to_owned(), field, name })
+    };
+    let mut tokens = Vec::new();
+    for token in &raw.tokens {
+        let token = expand(token, "admin.tokens")?;
+        if token.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                field: "admin.tokens",
+                message: "a token is empty".into(),
+            });
+        }
+        tokens.push(Secret::new(&token));
+    }
+    let mut keys = Vec::new();
+    for key in &raw.keys {
+        let id = expand(&key.access_key, "admin.keys.access_key")?;
+        let secret = expand(&key.secret_key, "admin.keys.secret_key")?;
+        if id.is_empty() || secret.is_empty() {
+            return Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                field: "admin.keys",
+                message: "an access or secret key is empty".into(),
+            });
+        }
+        keys.push(AccessKey { id, secret: Secret::new(&secret) });
+    }
+    if raw.max_body_bytes == 0 {
+        return Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            field: "admin.max_body_bytes",
+            message: "must be greater than 0".into(),
+        });
+    }
+    Ok(AdminSettings {
+        tokens,
+        keys,
+        max_body_bytes: raw.max_body_bytes,
+        max_clock_skew: Duration::from_secs(raw.max_clock_skew_s),
+    })
+}
+
+/// Replaces every `${NAME}` with the environment variable NAME; `Err(NAME)` if it is unset.
+fn expand_env(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        out.push_str(&std::env::var(name).map_err(|_| name.to_owned())?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 // === defaults (stated in the README's configuration reference) ===
@@ -233,6 +334,12 @@ impl Default for LimitsFile {
             max_header_bytes: 64 * 1024,
             pool_max_idle_per_upstream: 256,
         }
+    }
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile { tokens: Vec::new(), keys: Vec::new(), max_body_bytes: 1024 * 1024, max_clock_skew_s: 15 * 60 }
     }
 }
 

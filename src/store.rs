@@ -14,8 +14,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
-use crate::routes::{RoutesError, ValidRoutes};
+use crate::routes::{Issue, RoutesError, RoutesFile, ValidRoutes};
 use crate::routing::{self, RoutingTable};
+
+mod persist;
 
 /// How many times a failing file is re-read while it keeps changing under us.
 const SETTLE_ATTEMPTS: usize = 5;
@@ -43,6 +45,19 @@ pub enum ReloadOutcome {
     Unchanged,
     Applied { generation: u64 },
     Rejected(RoutesError),
+}
+
+/// Why a change through [`RoutesStore::apply`] was not made; nothing was written then.
+#[derive(Debug)]
+pub enum ApplyError<E> {
+    /// The change itself refused (a business rule of the API that asked for it).
+    Rejected(E),
+    /// The resulting routes would not validate.
+    Invalid(Vec<Issue>),
+    /// The routes file could not be written (read-only, full disk, …).
+    Write(std::io::Error),
+    /// A bug: validated routes failed to compile, or the worker died.
+    Internal(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +126,59 @@ impl RoutesStore {
             }
         }
     }
+}
+
+impl RoutesStore {
+    /// Applies `change` to the routing state: durable on disk before it returns, and live
+    /// on the data plane as it returns. Changes are serialised; a hand edit that the watcher
+    /// has not picked up yet is taken in first, so API changes build on it rather than
+    /// overwrite it (a hand edit that does not validate is overwritten: it was never live).
+    pub async fn apply<T, E, F>(&self, change: F) -> Result<T, ApplyError<E>>
+    where
+        F: FnOnce(&mut RoutesFile) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let mut state = self.file.lock().await;
+        let path = self.path.clone();
+        let previous = self.current();
+        let known = *state;
+        let work = tokio::task::spawn_blocking(move || {
+            let adopted = match load(&path, &previous, known, false, Duration::ZERO) {
+                Loaded::Compiled(_, table) => Some(table),
+                Loaded::Unchanged | Loaded::Rejected(..) => None,
+            };
+            let base = adopted.as_ref().unwrap_or(&previous);
+            let mut spec = base.source().spec().clone();
+            let value = change(&mut spec).map_err(ApplyError::Rejected)?;
+            let valid = ValidRoutes::new(spec).map_err(ApplyError::Invalid)?;
+            let text = render(valid.spec()).map_err(ApplyError::Internal)?;
+            let table = routing::compile(Arc::new(valid), base.generation() + 1, Some(base))
+                .map_err(|e| ApplyError::Internal(e.to_string()))?;
+            persist::write_atomically(&path, text.as_bytes()).map_err(ApplyError::Write)?;
+            Ok((value, hash(&text), table))
+        })
+        .await;
+        let (value, content_hash, table) = match work {
+            Ok(result) => result?,
+            Err(join_error) => return Err(ApplyError::Internal(join_error.to_string())),
+        };
+        let generation = table.generation();
+        self.metrics.reload_succeeded(generation, table.source().spec());
+        self.table.store(Arc::new(table));
+        *state = FileState { applied_hash: content_hash, rejected_hash: None };
+        tracing::info!(generation, "routes changed through the management API");
+        Ok(value)
+    }
+}
+
+/// The routes file as the management API writes it.
+fn render(routes: &RoutesFile) -> Result<String, String> {
+    let body = serde_norway::to_string(routes).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "# Routing state of graygate. Hand edits are applied on save; the management API rewrites\n\
+         # this file (atomically) on every change, so comments are not kept.\n{body}"
+    ))
 }
 
 enum Loaded {

@@ -48,6 +48,9 @@ pub struct VersionSpec {
     pub upstream: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// When the version was published (set by the management API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
 }
 
 /// A named pointer to a version, optionally sending part of the traffic elsewhere.
@@ -67,6 +70,12 @@ pub struct AliasSpec {
     /// Pins one user to one version by hashing a request key instead of rotating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<StickySpec>,
+    /// When the alias last changed (set by the management API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// The ESA deployment that set this alias, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,9 +120,12 @@ pub struct TriggerSpec {
     /// `ANY` (the default) or one HTTP method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req_method: Option<String>,
-    /// Stable identifier for the management API; generated when absent.
+    /// Stable identifier for the management API; derived from the name when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_id: Option<String>,
+    /// When the trigger was created (set by the management API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<String>,
 }
 
 fn default_region() -> String {
@@ -147,5 +159,17 @@ impl TriggerSpec {
             Some(path) => path.clone(),
             None => format!("/{function}-{}", self.target),
         }
+    }
+
+    /// The id the management API shows: the stored one, or one derived from the function
+    /// and trigger names (stable across restarts for hand-written triggers).
+    pub fn effective_id(&self, function: &str) -> String {
+        if let Some(id) = &self.trigger_id {
+            return id.clone();
+        }
+        let key = format!("{function}/{}", self.effective_name(function));
+        let bits = xxhash_rust::xxh3::xxh3_128(key.as_bytes());
+        let hex = format!("{bits:032x}");
+        format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
     }
 }
