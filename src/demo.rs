@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::admin::auth::Secret;
 use crate::app::{App, StopSignal};
 use crate::config::ServerConfig;
 
@@ -44,20 +45,25 @@ pub async fn spawn_backend(name: &str) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// What a demo backend answers (field order kept: the version comes first).
+#[derive(serde::Serialize)]
+struct Echo<'a> {
+    version: &'a str,
+    method: &'a str,
+    uri: String,
+    headers: BTreeMap<&'a str, &'a str>,
+    body_bytes: usize,
+}
+
 /// The backend's answer: its version, and what it received (method, URI, headers, body size).
 async fn echo(version: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let received = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     let headers: BTreeMap<&str, &str> =
         parts.headers.iter().map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("<binary>"))).collect();
-    let document = serde_json::json!({
-        "version": version,
-        "method": parts.method.as_str(),
-        "uri": parts.uri.to_string(),
-        "headers": headers,
-        "body_bytes": received,
-    });
-    let mut text = document.to_string();
+    let document =
+        Echo { version, method: parts.method.as_str(), uri: parts.uri.to_string(), headers, body_bytes: received };
+    let mut text = serde_json::to_string(&document).unwrap_or_default();
     text.push('\n');
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -73,7 +79,11 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     }
     let dir = std::env::temp_dir().join(format!("graygate-demo-{}", std::process::id()));
     let routes_path = write_routes(&dir, &ports).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
-    let config = ServerConfig::with_defaults(listen, admin_listen, routes_path.clone()).map_err(|e| e.to_string())?;
+    let mut config =
+        ServerConfig::with_defaults(listen, admin_listen, routes_path.clone()).map_err(|e| e.to_string())?;
+    // A fresh token per run: the management API is never open, not even in the demo.
+    let token = format!("demo-{:016x}", fastrand::u64(..));
+    config.admin.tokens = vec![Secret::new(&token)];
     let stop = StopSignal::install();
     let app = App::start(config).await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", app.data_addr());
@@ -98,6 +108,15 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     println!("  curl -s http://{}/metrics | grep graygate_                # Prometheus metrics", app.admin_addr());
     println!();
     println!("Edit {} (e.g. set v2's weight to 50); the new split applies within a second.", routes_path.display());
+    println!();
+    println!("The management API (README: \"A gray upgrade through the API\") takes these variables:");
+    println!(
+        "  export GW={base} ADMIN=http://{} TOKEN={token} B1=http://127.0.0.1:{} B2=http://127.0.0.1:{} B3=http://127.0.0.1:{}",
+        app.admin_addr(),
+        ports[0],
+        ports[1],
+        ports[2]
+    );
 
     let exact = split.get("v1") == Some(&90) && split.get("v2") == Some(&10);
     if self_test {

@@ -41,6 +41,7 @@ pub struct UpdateCode {
     pub func_code: Option<Value>,
     pub depend_list: Option<Value>,
     pub depend_version_list: Option<Value>,
+    pub code_encrypt_kms_key_id: Option<Value>,
 }
 
 /// `POST /triggers/{urn}`: the envelope; `event_data` is read per trigger type.

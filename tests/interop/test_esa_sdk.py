@@ -1,0 +1,88 @@
+"""The official alibabacloud-esa20240910 SDK, unmodified, deploys routine code versions."""
+import pytest
+from alibabacloud_esa20240910 import models
+from alibabacloud_esa20240910.client import Client
+from alibabacloud_tea_openapi.exceptions import ClientException
+from alibabacloud_tea_openapi.utils_models import Config
+
+from conftest import ALIBABA_AK, ALIBABA_SK
+from test_functiongraph_sdk import point_latest_at, publish
+
+
+def client(gateway, secret=ALIBABA_SK):
+    config = Config(access_key_id=ALIBABA_AK, access_key_secret=secret, endpoint=f"127.0.0.1:{gateway.admin_port}", protocol="http")
+    return Client(config)
+
+
+def deploy(gateway, env="production", strategy="percentage", versions=(("v2", 30), ("v3", 70)), name="hello"):
+    code_versions = [
+        models.CreateRoutineCodeDeploymentRequestCodeVersions(code_version=v, percentage=p) for v, p in versions
+    ]
+    request = models.CreateRoutineCodeDeploymentRequest(name=name, env=env, strategy=strategy, code_versions=code_versions)
+    return client(gateway).create_routine_code_deployment(request)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def three_code_versions(gateway):
+    """Code versions v1, v2, v3, each published from a different build (by the Huawei SDK)."""
+    publish(gateway, "v1")
+    for version, build in (("v2", "build-b"), ("v3", "build-c")):
+        point_latest_at(gateway, build)
+        publish(gateway, version)
+
+
+def test_a_deployment_splits_production_traffic(gateway):
+    response = deploy(gateway)
+    assert response.status_code == 200
+    assert response.body.strategy == "percentage"
+    assert response.body.deployment_id
+    assert response.body.request_id
+    assert [(c.code_version, c.percentage) for c in response.body.code_versions] == [("v3", 70), ("v2", 30)]
+    # The highest share is the alias's version; the default trigger /{name}-{env} serves it.
+    assert gateway.split("/hello-production") == {"build-c": 70, "build-b": 30}
+
+
+def test_a_single_version_takes_all_of_staging(gateway):
+    deploy(gateway, env="staging", versions=(("v1", 100),))
+    assert gateway.split("/hello-staging", 20) == {"build-a": 20}
+
+
+def test_get_routine_reports_each_environment(gateway):
+    routine = client(gateway).get_routine(models.GetRoutineRequest(name="hello")).body
+    envs = {e.env: e.code_deploy for e in routine.envs}
+    assert set(envs) == {"production", "staging"}
+    assert sorted((c.code_version, c.percentage) for c in envs["production"].code_versions) == [("v2", 30), ("v3", 70)]
+    assert envs["production"].strategy == "percentage"
+
+
+def test_list_routine_code_versions(gateway):
+    listed = client(gateway).list_routine_code_versions(models.ListRoutineCodeVersionsRequest(name="hello", page_number=1, page_size=2)).body
+    assert listed.total_count == 3
+    assert [c.code_version for c in listed.code_versions] == ["v1", "v2"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, code",
+    [
+        ({"env": "test"}, "InvalidParameter"),
+        ({"strategy": "weighted"}, "InvalidParameter"),
+        ({"versions": (("v1", 50), ("v2", 40))}, "InvalidParameter"),
+        ({"versions": (("v1", 50), ("v2", 30), ("v3", 20))}, "InvalidParameter"),
+        ({"versions": (("v1", 0), ("v2", 100))}, "InvalidParameter"),
+        ({"versions": (("v9", 100),)}, "ParameterNotExist"),
+        ({"name": "ghost"}, "RoutineNotExist"),
+    ],
+)
+def test_each_validation_error(gateway, kwargs, code):
+    before = gateway.split("/hello-production")
+    with pytest.raises(ClientException) as refused:
+        deploy(gateway, **kwargs)
+    assert (refused.value.status_code, refused.value.code) == (400, code)
+    assert refused.value.request_id
+    assert gateway.split("/hello-production") == before
+
+
+def test_a_wrong_secret_is_refused(gateway):
+    with pytest.raises(ClientException) as refused:
+        client(gateway, secret="wrong").get_routine(models.GetRoutineRequest(name="hello"))
+    assert refused.value.status_code == 401
