@@ -72,7 +72,7 @@ fn table(triggers: usize) -> RoutingTable {
         .collect();
     let routes = RoutesFile { project_id: "p".into(), region: "local".into(), functions };
     let valid = ValidRoutes::new(routes).unwrap_or_else(|issues| panic!("{issues:?}"));
-    compile(Arc::new(valid), 1, None).unwrap()
+    compile(Arc::new(valid), 1, None, &Default::default()).unwrap()
 }
 
 fn headers(matching: bool) -> HeaderMap {

@@ -12,7 +12,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::proxy::server::{self, ConnSettings};
-use crate::proxy::upstream::build_client;
+use crate::proxy::upstream::{ClientSetupError, UpstreamClients};
 use crate::reload;
 use crate::store::{RoutesStore, StoreError};
 
@@ -36,6 +36,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("admin_listen {0} is not a loopback address and no admin tokens or keys are configured")]
     OpenAdmin(SocketAddr),
+    #[error("{0}")]
+    Clients(#[from] ClientSetupError),
     #[error("cannot watch the routes directory: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -48,7 +50,12 @@ impl App {
             return Err(StartError::OpenAdmin(config.admin_listen));
         }
         let metrics = Metrics::new()?;
-        let routes = Arc::new(RoutesStore::open(&config.routes_path, metrics.clone(), config.reload.debounce)?);
+        let routes = Arc::new(RoutesStore::open(
+            &config.routes_path,
+            metrics.clone(),
+            config.reload.debounce,
+            config.upstream.clone(),
+        )?);
         let data = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;
         let data_addr = local_addr(&data, config.listen)?;
@@ -58,9 +65,11 @@ impl App {
 
         let gateway = Arc::new(Gateway::new(
             Arc::clone(&routes),
-            build_client(&config),
+            UpstreamClients::build(&config)?,
             metrics.clone(),
             config.timeouts.request,
+            config.limits.max_body_bytes,
+            if config.tls.is_some() { "https" } else { "http" },
         ));
         let data_task = tokio::spawn(server::serve(
             data,

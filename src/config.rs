@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::admin::auth::{AccessKey, Secret};
+use crate::health::UpstreamPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,12 +33,36 @@ struct ServerFile {
     reload: ReloadFile,
     #[serde(default)]
     admin: AdminFile,
+    #[serde(default)]
+    outlier: OutlierFile,
+    /// TLS on the data plane; absent means plain HTTP/1.1 and h2c.
+    #[serde(default)]
+    tls: Option<TlsFile>,
+    /// A CA bundle (PEM) trusted for `https://` upstreams instead of the system roots.
+    #[serde(default)]
+    upstream_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OutlierFile {
+    consecutive_failures: u32,
+    ejection_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct TimeoutsFile {
     header_read_ms: u64,
+    keepalive_idle_ms: u64,
+    tls_handshake_ms: u64,
     upstream_connect_ms: u64,
     request_ms: u64,
     pool_idle_ms: u64,
@@ -48,6 +73,8 @@ struct TimeoutsFile {
 #[serde(deny_unknown_fields, default)]
 struct LimitsFile {
     max_connections: usize,
+    max_body_bytes: u64,
+    max_connections_per_upstream: usize,
     max_headers: usize,
     max_header_bytes: usize,
     pool_max_idle_per_upstream: usize,
@@ -88,6 +115,16 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub reload: ReloadSettings,
     pub admin: AdminSettings,
+    pub upstream: UpstreamPolicy,
+    pub tls: Option<TlsPaths>,
+    pub upstream_ca: Option<PathBuf>,
+}
+
+/// Certificate chain and private key (PEM) for the data plane; reloaded when they change.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -102,9 +139,13 @@ pub struct AdminSettings {
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// Deadline for a request's headers; on HTTP/1 it also bounds an idle keep-alive
-    /// connection, because hyper starts it when it waits for the next request head.
+    /// Deadline for a request's headers (and for the first bytes of a connection); on
+    /// HTTP/1 it also bounds an idle keep-alive connection, because hyper starts it when it
+    /// waits for the next request head.
     pub header_read: Duration,
+    /// An HTTP/2 connection with no stream and no traffic for this long is closed.
+    pub keepalive_idle: Duration,
+    pub tls_handshake: Duration,
     pub upstream_connect: Duration,
     /// Default for functions without `timeout_ms`: until the upstream's response headers.
     pub request: Duration,
@@ -117,6 +158,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Request bodies above this are refused with 413 (by Content-Length or as they stream).
+    pub max_body_bytes: u64,
     pub max_headers: usize,
     pub max_header_bytes: usize,
     pub pool_max_idle_per_upstream: usize,
@@ -192,13 +235,26 @@ impl ServerConfig {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
         let admin = admin_settings(&raw.admin, file)?;
-        let routes_path = if raw.routes.is_absolute() { raw.routes.clone() } else { base.join(&raw.routes) };
+        let relative = |path: &PathBuf| if path.is_absolute() { path.clone() } else { base.join(path) };
+        let routes_path = relative(&raw.routes);
+        if l.max_connections_per_upstream == 0 {
+            return Err(invalid("limits.max_connections_per_upstream", "must be greater than 0"));
+        }
+        for (field, value) in
+            [("timeouts.keepalive_idle_ms", t.keepalive_idle_ms), ("timeouts.tls_handshake_ms", t.tls_handshake_ms)]
+        {
+            if value == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
         Ok(ServerConfig {
             listen: raw.listen,
             admin_listen: raw.admin_listen,
             routes_path,
             timeouts: Timeouts {
                 header_read: Duration::from_millis(t.header_read_ms),
+                keepalive_idle: Duration::from_millis(t.keepalive_idle_ms),
+                tls_handshake: Duration::from_millis(t.tls_handshake_ms),
                 upstream_connect: Duration::from_millis(t.upstream_connect_ms),
                 request: Duration::from_millis(t.request_ms),
                 pool_idle: Duration::from_millis(t.pool_idle_ms),
@@ -206,6 +262,7 @@ impl ServerConfig {
             },
             limits: Limits {
                 max_connections: l.max_connections,
+                max_body_bytes: l.max_body_bytes,
                 max_headers: l.max_headers,
                 max_header_bytes: l.max_header_bytes,
                 pool_max_idle_per_upstream: l.pool_max_idle_per_upstream,
@@ -215,6 +272,13 @@ impl ServerConfig {
                 poll: Duration::from_millis(raw.reload.poll_ms),
             },
             admin,
+            upstream: UpstreamPolicy {
+                consecutive_failures: raw.outlier.consecutive_failures,
+                ejection: Duration::from_millis(raw.outlier.ejection_ms),
+                max_connections: l.max_connections_per_upstream,
+            },
+            tls: raw.tls.as_ref().map(|tls| TlsPaths { cert: relative(&tls.cert), key: relative(&tls.key) }),
+            upstream_ca: raw.upstream_ca.as_ref().map(relative),
         })
     }
 
@@ -232,6 +296,9 @@ impl ServerConfig {
             limits: LimitsFile::default(),
             reload: ReloadFile::default(),
             admin: AdminFile::default(),
+            outlier: OutlierFile::default(),
+            tls: None,
+            upstream_ca: None,
         };
         Self::from_raw(raw, "defaults", Path::new("."))
     }
@@ -317,7 +384,9 @@ fn default_routes() -> PathBuf {
 impl Default for TimeoutsFile {
     fn default() -> Self {
         TimeoutsFile {
-            header_read_ms: 30_000,
+            header_read_ms: 10_000,
+            keepalive_idle_ms: 60_000,
+            tls_handshake_ms: 10_000,
             upstream_connect_ms: 3_000,
             request_ms: 30_000,
             pool_idle_ms: 30_000,
@@ -330,10 +399,18 @@ impl Default for LimitsFile {
     fn default() -> Self {
         LimitsFile {
             max_connections: 10_000,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_connections_per_upstream: 1024,
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             pool_max_idle_per_upstream: 256,
         }
+    }
+}
+
+impl Default for OutlierFile {
+    fn default() -> Self {
+        OutlierFile { consecutive_failures: 5, ejection_ms: 30_000 }
     }
 }
 

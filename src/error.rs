@@ -26,6 +26,8 @@ pub enum Origin {
 pub enum GatewayError {
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    #[error("request body too large")]
+    PayloadTooLarge,
     #[error("no trigger matches the request")]
     NoRoute,
     #[error("upstream {}", .0.as_str())]
@@ -48,7 +50,7 @@ struct ErrorBody<'a> {
 impl GatewayError {
     pub fn origin(&self) -> Origin {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::NoRoute => Origin::Client,
+            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge | GatewayError::NoRoute => Origin::Client,
             GatewayError::Upstream(_) | GatewayError::UpstreamTimeout => Origin::Upstream,
             GatewayError::Internal(_) => Origin::Internal,
         }
@@ -57,6 +59,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -66,7 +69,7 @@ impl GatewayError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadRequest(_) => "APIG.0201",
+            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge => "APIG.0201",
             GatewayError::NoRoute => "APIG.0101",
             GatewayError::Upstream(_) => "APIG.0202",
             GatewayError::UpstreamTimeout => "APIG.0203",
@@ -77,6 +80,7 @@ impl GatewayError {
     fn message(&self) -> &'static str {
         match self {
             GatewayError::BadRequest(why) => why,
+            GatewayError::PayloadTooLarge => "Request entity too large",
             GatewayError::NoRoute => "The API does not exist or has not been published in the environment",
             GatewayError::Upstream(UpstreamErrorKind::Connect) => "Backend unavailable: connection failed",
             GatewayError::Upstream(UpstreamErrorKind::Protocol) => "Backend unavailable: invalid response",

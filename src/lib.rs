@@ -10,6 +10,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

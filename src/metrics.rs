@@ -26,6 +26,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     generation: IntGauge,
     alias_weight: IntGaugeVec,
+    ejections: IntCounterVec,
+    fallbacks: IntCounterVec,
 }
 
 /// Handles for one (function, target, version) route.
@@ -78,6 +80,19 @@ impl Metrics {
             ),
             &["function", "alias", "version"],
         )?;
+        let ejections = IntCounterVec::new(
+            Opts::new("graygate_upstream_ejections_total", "Upstreams ejected after consecutive failures"),
+            &["upstream"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "graygate_alias_fallback_total",
+                "Requests an alias sent to its own version because the chosen additional version is ejected",
+            ),
+            &["function", "alias", "version"],
+        )?;
+        registry.register(Box::new(ejections.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -87,7 +102,17 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
-        Ok(Metrics { registry, requests, duration, upstream_errors, reloads, generation, alias_weight })
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            reloads,
+            generation,
+            alias_weight,
+            ejections,
+            fallbacks,
+        })
     }
 
     pub fn route(&self, function: &str, target: &str, version: &str) -> RouteMetrics {
@@ -117,6 +142,15 @@ impl Metrics {
     pub fn upstream_error(&self, route: &RouteMetrics, kind: UpstreamErrorKind) {
         let [function, _, version] = &route.labels;
         self.upstream_errors.with_label_values(&[function, version, kind.as_str()]).inc();
+    }
+
+    pub fn upstream_ejected(&self, upstream: &str) {
+        self.ejections.with_label_values(&[upstream]).inc();
+    }
+
+    /// `version` is the ejected additional version whose share went to the alias's own.
+    pub fn alias_fallback(&self, function: &str, alias: &str, version: &str) {
+        self.fallbacks.with_label_values(&[function, alias, version]).inc();
     }
 
     pub fn reload_succeeded(&self, generation: u64, routes: &RoutesFile) {

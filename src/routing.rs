@@ -19,6 +19,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, Method, Uri};
 use rustc_hash::FxHashMap;
 
+use crate::health::UpstreamHealth;
 use crate::metrics::RouteMetrics;
 use crate::routes::ValidRoutes;
 pub use compile::{CompileError, compile};
@@ -52,12 +53,26 @@ pub struct Version {
     pub upstream: Upstream,
 }
 
-/// Where a version runs: scheme, authority and an optional base path.
+/// How graygate talks to an upstream, from its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http://`: HTTP/1.1 over TCP.
+    Http1,
+    /// `h2c://`: HTTP/2 with prior knowledge over TCP.
+    H2c,
+    /// `https://`: TLS, HTTP/2 or HTTP/1.1 by ALPN.
+    Https,
+}
+
+/// Where a version runs: scheme, authority and an optional base path, and how healthy
+/// that authority has been lately.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    pub protocol: Protocol,
     scheme: Scheme,
     authority: Authority,
     base_path: Box<str>,
+    pub health: Arc<UpstreamHealth>,
 }
 
 struct Alias {
@@ -99,6 +114,8 @@ pub struct Resolved<'t, 'r> {
     pub route: &'t Route,
     /// The rest of the path after the trigger path: empty or starting with `/`.
     pub remainder: &'r str,
+    /// The version the alias chose but could not use (its upstream is ejected).
+    pub fallback_from: Option<&'t Version>,
 }
 
 /// Why a request has no route.
@@ -162,12 +179,24 @@ impl RoutingTable {
             return Err(Unrouted::MethodNotAllowed);
         }
         let function = &self.functions[trigger.function as usize];
-        let slot = match trigger.alias {
+        let version_at = |slot: Slot| &function.versions[usize::from(trigger.routes[usize::from(slot)].version)];
+        let mut slot = match trigger.alias {
             Some(alias) => function.aliases[alias as usize].choose(headers),
             None => 0,
         };
+        let mut fallback_from = None;
+        // An ejected additional version gives its share back to the alias's own version.
+        if slot != 0 && version_at(slot).upstream.health.is_ejected() && !version_at(0).upstream.health.is_ejected() {
+            fallback_from = Some(version_at(slot));
+            slot = 0;
+        }
         let route = &trigger.routes[usize::from(slot)];
-        Ok(Resolved { function, trigger, version: &function.versions[usize::from(route.version)], route, remainder })
+        Ok(Resolved { function, trigger, version: version_at(slot), route, remainder, fallback_from })
+    }
+
+    /// Every upstream of the table, once per version (for carrying health across tables).
+    pub fn upstreams(&self) -> impl Iterator<Item = &Upstream> {
+        self.functions.iter().flat_map(|f| f.versions.iter().map(|v| &v.upstream))
     }
 
     pub fn function(&self, name: &str) -> Option<&Function> {
@@ -228,10 +257,17 @@ impl StickyKey {
 
 impl Upstream {
     /// Parses a validated `http://host:port[/base]` URL.
-    pub fn parse(url: &str) -> Option<Self> {
+    pub fn parse(url: &str, health: impl FnOnce(&str) -> Arc<UpstreamHealth>) -> Option<Self> {
         let uri: Uri = url.parse().ok()?;
         let base = uri.path().trim_end_matches('/');
-        Some(Upstream { scheme: uri.scheme()?.clone(), authority: uri.authority()?.clone(), base_path: base.into() })
+        let authority = uri.authority()?.clone();
+        let (protocol, scheme) = match uri.scheme_str()? {
+            "http" => (Protocol::Http1, Scheme::HTTP),
+            "h2c" => (Protocol::H2c, Scheme::HTTP),
+            "https" => (Protocol::Https, Scheme::HTTPS),
+            _ => return None,
+        };
+        Some(Upstream { protocol, scheme, health: health(authority.as_str()), authority, base_path: base.into() })
     }
 
     /// The absolute URI for a request: base path, then the remainder, then the query.

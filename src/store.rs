@@ -13,6 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
+use crate::health::UpstreamPolicy;
 use crate::metrics::Metrics;
 use crate::routes::{Issue, RoutesError, RoutesFile, ValidRoutes};
 use crate::routing::{self, RoutingTable};
@@ -29,6 +30,7 @@ pub struct RoutesStore {
     metrics: Metrics,
     /// A file that fails to parse is re-read after this long before it counts as rejected.
     settle: Duration,
+    policy: UpstreamPolicy,
     /// Serialises reloads and API writes so two never interleave.
     file: Mutex<FileState>,
 }
@@ -72,16 +74,17 @@ pub enum StoreError {
 
 impl RoutesStore {
     /// Loads the routes file; a gateway does not start on an invalid one.
-    pub fn open(path: &Path, metrics: Metrics, settle: Duration) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, metrics: Metrics, settle: Duration, policy: UpstreamPolicy) -> Result<Self, StoreError> {
         let source = read(path)?;
         let valid = ValidRoutes::parse(&source, &crate::routes::display_name(path))?;
-        let table = routing::compile(Arc::new(valid), 1, None)?;
+        let table = routing::compile(Arc::new(valid), 1, None, &policy)?;
         metrics.reload_succeeded(1, table.source().spec());
         Ok(RoutesStore {
             table: ArcSwap::from_pointee(table),
             path: path.to_owned(),
             metrics,
             settle,
+            policy,
             file: Mutex::new(FileState { applied_hash: hash(&source), rejected_hash: None }),
         })
     }
@@ -101,8 +104,8 @@ impl RoutesStore {
         let path = self.path.clone();
         let previous = self.current();
         let known = *state;
-        let settle = self.settle;
-        let work = tokio::task::spawn_blocking(move || load(&path, &previous, known, force, settle)).await;
+        let (settle, policy) = (self.settle, self.policy.clone());
+        let work = tokio::task::spawn_blocking(move || load(&path, &previous, known, force, settle, &policy)).await;
         let outcome = match work {
             Ok(outcome) => outcome,
             Err(join_error) => Loaded::Rejected(
@@ -143,8 +146,9 @@ impl RoutesStore {
         let path = self.path.clone();
         let previous = self.current();
         let known = *state;
+        let policy = self.policy.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let adopted = match load(&path, &previous, known, false, Duration::ZERO) {
+            let adopted = match load(&path, &previous, known, false, Duration::ZERO, &policy) {
                 Loaded::Compiled(_, table) => Some(table),
                 Loaded::Unchanged | Loaded::Rejected(..) => None,
             };
@@ -153,7 +157,7 @@ impl RoutesStore {
             let value = change(&mut spec).map_err(ApplyError::Rejected)?;
             let valid = ValidRoutes::new(spec).map_err(ApplyError::Invalid)?;
             let text = render(valid.spec()).map_err(ApplyError::Internal)?;
-            let table = routing::compile(Arc::new(valid), base.generation() + 1, Some(base))
+            let table = routing::compile(Arc::new(valid), base.generation() + 1, Some(base), &policy)
                 .map_err(|e| ApplyError::Internal(e.to_string()))?;
             persist::write_atomically(&path, text.as_bytes()).map_err(ApplyError::Write)?;
             Ok((value, hash(&text), table))
@@ -188,7 +192,14 @@ enum Loaded {
 }
 
 /// The blocking part of a reload: read, compare, parse, validate, compile.
-fn load(path: &Path, previous: &RoutingTable, known: FileState, force: bool, settle: Duration) -> Loaded {
+fn load(
+    path: &Path,
+    previous: &RoutingTable,
+    known: FileState,
+    force: bool,
+    settle: Duration,
+    policy: &UpstreamPolicy,
+) -> Loaded {
     let name = crate::routes::display_name(path);
     let mut attempt = 0;
     let (content_hash, valid) = loop {
@@ -214,7 +225,7 @@ fn load(path: &Path, previous: &RoutingTable, known: FileState, force: bool, set
             }
         }
     };
-    match routing::compile(Arc::new(valid), previous.generation() + 1, Some(previous)) {
+    match routing::compile(Arc::new(valid), previous.generation() + 1, Some(previous), policy) {
         Ok(table) => Loaded::Compiled(content_hash, table),
         Err(error) => Loaded::Rejected(content_hash, RoutesError::single(&name, None, "", error.to_string())),
     }

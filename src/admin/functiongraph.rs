@@ -78,6 +78,7 @@ async fn dispatch(store: &RoutesStore, request: &AdminRequest) -> Result<Reply, 
         ["functions", urn, tail @ ..] => {
             let urn = parse_urn(urn, spec)?;
             match (tail, method) {
+                ([], &Method::DELETE) => delete_version(store, urn).await,
                 (["versions"], &Method::GET) => list_versions(spec, &urn, request.query.as_deref()),
                 (["versions"], &Method::POST) => publish_version(store, urn, body(request)?).await,
                 (["code"], &Method::PUT) => update_code(store, urn, body(request)?).await,
@@ -251,6 +252,48 @@ async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion)
     let function = find(spec, &Urn { package, function: function_name, qualifier: Qualifier::None })?;
     let version = function.versions.iter().find(|v| v.version == published);
     Ok(json_reply(StatusCode::OK, &model::version_view(spec, function, version)))
+}
+
+/// `DELETE /functions/{urn:version}`: removes a published version nothing refers to.
+async fn delete_version(store: &RoutesStore, urn: Urn) -> Result<Reply, FgError> {
+    let version = match &urn.qualifier {
+        Qualifier::Version(version) => version.clone(),
+        Qualifier::Latest => return Err(bad("FSS.1015", "latest cannot be deleted")),
+        Qualifier::None | Qualifier::Alias(_) => {
+            return Err(bad("FSS.0400", "qualify the function URN with the version to delete"));
+        }
+    };
+    change(store, move |spec| {
+        let function = find_mut(spec, &urn)?;
+        let index =
+            function.versions.iter().position(|v| v.version == version).ok_or_else(|| {
+                error(StatusCode::NOT_FOUND, "FSS.1052", format!("Not found the version \"{version}\""))
+            })?;
+        let in_use = |why: String| error(StatusCode::FORBIDDEN, "FSS.1094", why);
+        for alias in &function.aliases {
+            if alias.additional_version_weights.contains_key(&version)
+                || alias.additional_version_strategy.contains_key(&version)
+            {
+                return Err(in_use(format!(
+                    "version \"{version}\" is an additional version of alias \"{}\"",
+                    alias.name
+                )));
+            }
+            if alias.version == version {
+                return Err(in_use(format!("version \"{version}\" is the version of alias \"{}\"", alias.name)));
+            }
+        }
+        if let Some(trigger) = function.triggers.iter().find(|t| t.target == version) {
+            return Err(in_use(format!(
+                "version \"{version}\" is bound to trigger {}",
+                trigger.effective_name(&function.name)
+            )));
+        }
+        function.versions.remove(index);
+        Ok(())
+    })
+    .await?;
+    Ok(super::empty_reply(StatusCode::NO_CONTENT))
 }
 
 async fn update_code(store: &RoutesStore, urn: Urn, request: UpdateCode) -> Result<Reply, FgError> {

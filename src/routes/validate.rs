@@ -302,11 +302,11 @@ pub fn check_token(name: &str) -> Result<(), String> {
     }
 }
 
-/// Upstreams are `http://host:port[/base]`, without query or fragment.
+/// Upstreams are `http://`, `https://` or `h2c://host:port[/base]`, without query or fragment.
 pub fn check_upstream(url: &str) -> Result<(), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("\"{}\" is not a URL: {e}", url.escape_debug()))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("\"{url}\" must start with http://"));
+    if !matches!(uri.scheme_str(), Some("http" | "https" | "h2c")) {
+        return Err(format!("\"{url}\" must start with http://, https:// or h2c://"));
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(format!("\"{url}\" has no host"));

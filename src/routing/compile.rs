@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use super::rules::RuleSet;
 use super::split::{Slot, Split};
 use super::{Alias, Function, Route, RoutingTable, StickyKey, Trigger, Upstream, Version};
+use crate::health::{UpstreamHealth, UpstreamPolicy};
 use crate::routes::{AliasSpec, FunctionSpec, ValidRoutes};
 
 /// A validated file that still fails to compile means validation missed a case.
@@ -24,13 +25,28 @@ pub struct CompileError {
     detail: String,
 }
 
-/// Builds the table for `routes`, continuing the split cursors of `previous`.
+/// Builds the table for `routes`, continuing the split cursors and upstream health of
+/// `previous`.
 pub fn compile(
     routes: Arc<ValidRoutes>,
     generation: u64,
     previous: Option<&RoutingTable>,
+    policy: &UpstreamPolicy,
 ) -> Result<RoutingTable, CompileError> {
     let spec = routes.spec();
+    let mut health: FxHashMap<String, Arc<UpstreamHealth>> = FxHashMap::default();
+    for upstream in previous.into_iter().flat_map(|table| table.upstreams()) {
+        if upstream.health.same_policy(policy) {
+            health.insert(upstream.health.authority().to_owned(), Arc::clone(&upstream.health));
+        }
+    }
+    let mut health_of = |authority: &str| {
+        Arc::clone(
+            health
+                .entry(authority.to_owned())
+                .or_insert_with(|| Arc::new(UpstreamHealth::new(authority, policy.clone()))),
+        )
+    };
     let mut functions = Vec::with_capacity(spec.functions.len());
     let mut function_index = FxHashMap::default();
     let mut triggers = Vec::new();
@@ -40,7 +56,7 @@ pub fn compile(
     for function_spec in &spec.functions {
         let function_id = functions.len() as u32;
         let earlier = previous.and_then(|table| table.function(&function_spec.name));
-        let function = compile_function(function_spec, earlier)?;
+        let function = compile_function(function_spec, earlier, &mut health_of)?;
         for trigger_spec in &function_spec.triggers {
             let path = trigger_spec.effective_path(&function_spec.name);
             let trigger = Trigger {
@@ -72,11 +88,15 @@ pub fn compile(
     })
 }
 
-fn compile_function(spec: &FunctionSpec, earlier: Option<&Function>) -> Result<Function, CompileError> {
+fn compile_function(
+    spec: &FunctionSpec,
+    earlier: Option<&Function>,
+    health_of: &mut impl FnMut(&str) -> Arc<UpstreamHealth>,
+) -> Result<Function, CompileError> {
     let mut versions = Vec::with_capacity(spec.versions.len() + 1);
-    versions.push(version("latest", &spec.upstream)?);
+    versions.push(version("latest", &spec.upstream, health_of)?);
     for v in &spec.versions {
-        versions.push(version(&v.version, &v.upstream)?);
+        versions.push(version(&v.version, &v.upstream, health_of)?);
     }
     let aliases = spec
         .aliases
@@ -97,8 +117,12 @@ fn compile_function(spec: &FunctionSpec, earlier: Option<&Function>) -> Result<F
     })
 }
 
-fn version(name: &str, url: &str) -> Result<Version, CompileError> {
-    let upstream = Upstream::parse(url)
+fn version(
+    name: &str,
+    url: &str,
+    health_of: &mut impl FnMut(&str) -> Arc<UpstreamHealth>,
+) -> Result<Version, CompileError> {
+    let upstream = Upstream::parse(url, |authority| health_of(authority))
         .ok_or_else(|| CompileError { what: format!("version {name}"), detail: format!("bad upstream {url}") })?;
     let header = http::HeaderValue::from_str(name)
         .map_err(|e| CompileError { what: format!("version {name}"), detail: e.to_string() })?;

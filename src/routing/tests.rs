@@ -32,7 +32,7 @@ functions:
 
 fn table() -> RoutingTable {
     let routes = ValidRoutes::parse(ROUTES, "routes.yaml").unwrap_or_else(|e| unreachable!("{e}"));
-    compile(Arc::new(routes), 1, None).unwrap_or_else(|e| unreachable!("{e}"))
+    compile(Arc::new(routes), 1, None, &Default::default()).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
 fn version_of(table: &RoutingTable, path: &str, headers: &HeaderMap) -> String {
@@ -72,7 +72,7 @@ fn deep_paths_are_cut_to_the_deepest_trigger() {
 fn a_root_trigger_catches_everything_else() {
     let routes = "project_id: p\nfunctions:\n  - name: f\n    upstream: http://127.0.0.1:1\n    triggers: [ { path: /, target: latest }, { name: a, target: latest, path: /a } ]\n";
     let routes = ValidRoutes::parse(routes, "r").unwrap_or_else(|e| unreachable!("{e}"));
-    let t = compile(Arc::new(routes), 1, None).unwrap_or_else(|e| unreachable!("{e}"));
+    let t = compile(Arc::new(routes), 1, None, &Default::default()).unwrap_or_else(|e| unreachable!("{e}"));
     let rest = |p: &str| t.find_trigger(p).map(|(tr, r)| (tr.path.to_string(), r.to_owned()));
     assert_eq!(rest("/"), Some(("/".into(), "".into())));
     assert_eq!(rest("/zzz/y"), Some(("/".into(), "/zzz/y".into())));
@@ -131,7 +131,7 @@ fn cursors_survive_recompilation() {
     let none = HeaderMap::new();
     let mut v2 = (0..45).filter(|_| version_of(&first, "/hello-prod", &none) == "v2").count();
     let routes = Arc::clone(first.source());
-    let second = compile(routes, 2, Some(&first)).unwrap_or_else(|e| unreachable!("{e}"));
+    let second = compile(routes, 2, Some(&first), &Default::default()).unwrap_or_else(|e| unreachable!("{e}"));
     v2 += (0..55).filter(|_| version_of(&second, "/hello-prod", &none) == "v2").count();
     assert_eq!(v2, 10);
 }

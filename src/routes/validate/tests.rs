@@ -128,7 +128,7 @@ fn trigger_paths_are_unique_and_canonical() {
 fn upstreams_and_sticky_are_checked() {
     assert_rejected(
         &GOOD.replace("upstream: http://127.0.0.1:9001\n", "upstream: ftp://x\n"),
-        "must start with http://",
+        "must start with http://, https:// or h2c://",
     );
     assert_rejected(&GOOD.replace("upstream: http://127.0.0.1:9001\n", "upstream: \"http://x/?q\"\n"), "query");
     let sticky = GOOD.replace("{ v2: 10 }", "{ v2: 10 }\n        sticky: { header: x-uid, cookie: uid }");

@@ -1,0 +1,145 @@
+//! Bodies at the proxy boundary: the client's request body with its size limit, and the
+//! upstream's response body holding the upstream's connection permit until it ends.
+//!
+//! A request body that errors (a bad chunk size, a client that vanishes) or grows past the
+//! limit fails the upstream request mid-stream, so the upstream never sees a complete
+//! request; the shared [`BodyFault`] then tells the proxy the fault was the client's.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// What went wrong with a request body, if anything.
+#[derive(Debug, Default)]
+pub struct BodyFault(AtomicU8);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    TooLarge,
+    Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(u64),
+    #[error("request body failed: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+/// The client's body on its way upstream, counted against the limit.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    seen: u64,
+    fault: Arc<BodyFault>,
+}
+
+/// The upstream's body on its way to the client.
+pub struct UpstreamBody {
+    inner: Incoming,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+// === impl BodyFault ===
+
+impl BodyFault {
+    pub fn get(&self) -> Fault {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Fault::TooLarge,
+            2 => Fault::Client,
+            _ => Fault::None,
+        }
+    }
+
+    fn set(&self, fault: Fault) {
+        let code = match fault {
+            Fault::None => 0,
+            Fault::TooLarge => 1,
+            Fault::Client => 2,
+        };
+        self.0.store(code, Ordering::Relaxed);
+    }
+}
+
+// === impl RequestBody ===
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64, fault: Arc<BodyFault>) -> Self {
+        RequestBody { inner: Some(inner), limit, seen: 0, fault }
+    }
+
+    /// No body at all (a retried request without one).
+    pub fn empty() -> Self {
+        RequestBody { inner: None, limit: 0, seen: 0, fault: Arc::default() }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        this.fault.set(Fault::TooLarge);
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge(this.limit))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.fault.set(Fault::Client);
+                Poll::Ready(Some(Err(RequestBodyError::Client(error))))
+            }
+            other => other.map_err(RequestBodyError::Client),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+// === impl UpstreamBody ===
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, permit: Option<OwnedSemaphorePermit>) -> Self {
+        UpstreamBody { inner, _permit: permit }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
