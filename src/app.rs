@@ -15,6 +15,7 @@ use crate::proxy::server::{self, ConnSettings};
 use crate::proxy::upstream::{ClientSetupError, UpstreamClients};
 use crate::reload;
 use crate::store::{RoutesStore, StoreError};
+use crate::tls::{Certificates, TlsError};
 
 /// A running gateway: data and admin listeners, the reloader, and the shutdown switch.
 pub struct App {
@@ -38,6 +39,8 @@ pub enum StartError {
     OpenAdmin(SocketAddr),
     #[error("{0}")]
     Clients(#[from] ClientSetupError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     #[error("cannot watch the routes directory: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -71,9 +74,12 @@ impl App {
             config.limits.max_body_bytes,
             if config.tls.is_some() { "https" } else { "http" },
         ));
+        let certificates = config.tls.clone().map(Certificates::load).transpose()?;
+        let tls = certificates.as_ref().map(|c| c.server_config()).transpose()?;
         let data_task = tokio::spawn(server::serve(
             data,
             settings.clone(),
+            tls,
             move |request, peer| {
                 let gateway = Arc::clone(&gateway);
                 async move { gateway.handle(request, peer).await }
@@ -87,15 +93,20 @@ impl App {
         let admin_task = tokio::spawn(server::serve(
             admin,
             settings,
+            None,
             move |request, _peer| {
                 let admin = Arc::clone(&admin_state);
                 async move { admin.handle(request).await }
             },
             stop.clone(),
         ));
-        let watcher = reload::spawn_watcher(Arc::clone(&routes), config.reload.clone(), stop)?;
+        let mut tasks = vec![data_task, admin_task];
+        if let Some(certificates) = certificates {
+            tasks.push(reload::spawn_certificate_watcher(certificates, config.reload.clone(), stop.clone())?);
+        }
+        tasks.push(reload::spawn_watcher(Arc::clone(&routes), config.reload.clone(), stop)?);
         tracing::info!(%data_addr, %admin_addr, routes = %config.routes_path.display(), "graygate started");
-        Ok(App { data_addr, admin_addr, routes, metrics, shutdown, tasks: vec![data_task, admin_task, watcher] })
+        Ok(App { data_addr, admin_addr, routes, metrics, shutdown, tasks })
     }
 
     pub fn data_addr(&self) -> SocketAddr {

@@ -18,3 +18,4 @@ pub mod routes;
 pub mod routing;
 pub mod store;
 pub mod summary;
+pub mod tls;

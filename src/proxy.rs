@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod headers;
+mod io;
 pub mod path;
 pub mod server;
 pub mod upstream;

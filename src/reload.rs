@@ -7,7 +7,8 @@
 //! meanwhile join that reload and a later one, so a burst of writes costs at most one reload
 //! per `debounce` and the last write is always applied within `debounce` of it.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode};
@@ -17,14 +18,61 @@ use tokio::task::JoinHandle;
 
 use crate::config::ReloadSettings;
 use crate::store::{ReloadOutcome, RoutesStore};
+use crate::tls::Certificates;
 
 /// Watches the routes file's directory, polls as a fallback and reloads on SIGHUP,
 /// until `shutdown` turns true.
 pub fn spawn_watcher(
     store: Arc<RoutesStore>,
     settings: ReloadSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, notify::Error> {
+    let dirs = vec![parent_dir(store.path())];
+    spawn_watch(dirs, settings, shutdown, move |force| {
+        let store = Arc::clone(&store);
+        async move { log_outcome(&store.reload(force).await) }
+    })
+}
+
+/// Reloads the data plane's TLS certificate when its files change (or on SIGHUP).
+pub fn spawn_certificate_watcher(
+    certificates: Arc<Certificates>,
+    settings: ReloadSettings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, notify::Error> {
+    let mut dirs = vec![parent_dir(&certificates.paths().cert), parent_dir(&certificates.paths().key)];
+    dirs.dedup();
+    spawn_watch(dirs, settings, shutdown, move |_force| {
+        let certificates = Arc::clone(&certificates);
+        async move {
+            match certificates.reload() {
+                Ok(true) => tracing::info!("TLS certificate reloaded; new connections use it"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "TLS certificate not reloaded; the previous one stays in use"),
+            }
+        }
+    })
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Watches `dirs`, polls, listens for SIGHUP, and runs `action` (with `force` on SIGHUP)
+/// until `shutdown` turns true.
+fn spawn_watch<A, F>(
+    dirs: Vec<PathBuf>,
+    settings: ReloadSettings,
+    mut shutdown: watch::Receiver<bool>,
+    mut action: A,
+) -> Result<JoinHandle<()>, notify::Error>
+where
+    A: FnMut(bool) -> F + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
     let changed = Arc::new(Notify::new());
     let signal = Arc::clone(&changed);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
@@ -33,11 +81,9 @@ pub fn spawn_watcher(
         Ok(_) => signal.notify_one(),
         Err(error) => tracing::warn!(%error, "file watch error"),
     })?;
-    let dir = match store.path().parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     let mut hangup = hangup_signal();
 
     Ok(tokio::spawn(async move {
@@ -59,7 +105,7 @@ pub fn spawn_watcher(
                 _ = poll.tick() => false,
                 _ = recv_hangup(&mut hangup) => true,
             };
-            log_outcome(&store.reload(force).await);
+            action(force).await;
         }
     }))
 }

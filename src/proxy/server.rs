@@ -1,8 +1,12 @@
-//! Listener lifecycle: accept, cap connections, serve HTTP/1.1 and h2c, drain on shutdown.
+//! Listener lifecycle: accept, cap connections, detect the protocol, serve, drain.
 //!
-//! Used by both the data plane and the admin listener. hyper's header-read timeout is
-//! inert without a timer, so both protocol builders get one. A connection over the limit
-//! is closed at once, which costs the existing clients nothing.
+//! Used by the data plane and the admin listener. A connection over the limit is closed at
+//! once (existing clients are untouched). Before HTTP starts, the TLS handshake (ALPN picks
+//! h2 or HTTP/1.1) or, in plain text, the read that tells the HTTP/2 preface from HTTP/1
+//! runs under a deadline — hyper-util's auto-detection has none, so a silent socket would
+//! sit there forever. hyper's own timeouts need a timer, so both builders get one. An idle
+//! connection is shut down gracefully; on shutdown every connection drains, and whatever
+//! is still open when the grace period ends is closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,38 +14,55 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use super::ProxyBody;
+use super::io::{Activity, ConnIo};
 use crate::config::ServerConfig;
 
 /// How long to wait after a failed `accept` (typically out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// HTTP/2 PINGs find dead peers on otherwise idle connections.
+/// HTTP/2 PINGs find dead peers on otherwise quiet connections.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 const H2_MAX_STREAMS: u32 = 256;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Connection-level settings shared by every listener.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
     pub header_read: Duration,
+    pub keepalive_idle: Duration,
+    pub tls_handshake: Duration,
     pub max_connections: usize,
     pub max_headers: usize,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
 }
 
+/// What every connection of one listener shares.
+struct Shared<H> {
+    settings: ConnSettings,
+    tls: Option<TlsAcceptor>,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    handler: H,
+}
+
 impl ConnSettings {
     pub fn from_config(config: &ServerConfig) -> Self {
         ConnSettings {
             header_read: config.timeouts.header_read,
+            keepalive_idle: config.timeouts.keepalive_idle,
+            tls_handshake: config.timeouts.tls_handshake,
             max_connections: config.limits.max_connections,
             max_headers: config.limits.max_headers,
             max_header_bytes: config.limits.max_header_bytes,
@@ -51,18 +72,25 @@ impl ConnSettings {
 }
 
 /// Serves `listener` until `shutdown` turns true, then drains for the grace period.
-pub async fn serve<H, F>(listener: TcpListener, settings: ConnSettings, handler: H, mut shutdown: watch::Receiver<bool>)
-where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    settings: ConnSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builder = connection_builder(&settings);
-    let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let max_connections = settings.max_connections;
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let (h1, h2) = builders(&settings);
+    let shared = Arc::new(Shared { settings, tls: tls.map(TlsAcceptor::from), h1, h2, handler });
+    let (abort, aborted) = watch::channel(false);
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -73,48 +101,165 @@ where
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
             tracing::debug!(%peer, "connection limit reached; closing");
             continue;
         };
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "set_nodelay failed");
-        }
-        let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let response = handler(request, peer);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+        let (shared, stop, aborted) = (Arc::clone(&shared), shutdown.clone(), aborted.clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
+            connection(stream, peer, &shared, stop, aborted).await;
             drop(permit);
         });
     }
     drop(listener);
-    let open = graceful.count();
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(open, "grace period over; closing the remaining connections");
+    // Every connection holds a permit until it ends: all of them back means drained.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(shared.settings.shutdown_grace, limit.acquire_many(all)).await.is_err() {
+        tracing::warn!("grace period over; closing the remaining connections");
+        let _ = abort.send(true);
     }
 }
 
-fn connection_builder(settings: &ConnSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+async fn connection<H, F>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared<H>,
+    stop: watch::Receiver<bool>,
+    aborted: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "set_nodelay failed");
+    }
+    let activity = Activity::new();
+    match &shared.tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(shared.settings.tls_handshake, acceptor.accept(stream)).await;
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = ConnIo::new(bytes::Bytes::new(), tls, Arc::clone(&activity));
+            serve_io(io, h2, peer, shared, &activity, stop, aborted).await;
+        }
+        None => {
+            let Some((prefix, h2)) = detect(&mut stream, shared.settings.header_read).await else {
+                return tracing::debug!(%peer, "no request before the header-read deadline; closing");
+            };
+            let io = ConnIo::new(prefix, stream, Arc::clone(&activity));
+            serve_io(io, h2, peer, shared, &activity, stop, aborted).await;
+        }
+    }
+}
+
+/// Reads until the bytes are, or cannot be, the HTTP/2 preface; `None` on a timeout or EOF.
+async fn detect(stream: &mut TcpStream, deadline: Duration) -> Option<(bytes::Bytes, bool)> {
+    let mut seen = BytesMut::with_capacity(H2_PREFACE.len());
+    let read = async {
+        while seen.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&seen) {
+            if stream.read_buf(&mut seen).await.ok()? == 0 {
+                return None;
+            }
+        }
+        Some(())
+    };
+    tokio::time::timeout(deadline, read).await.ok()??;
+    let h2 = seen.starts_with(H2_PREFACE);
+    Some((seen.freeze(), h2))
+}
+
+async fn serve_io<IO, H, F>(
+    io: IO,
+    h2: bool,
+    peer: SocketAddr,
+    shared: &Shared<H>,
+    activity: &Activity,
+    stop: watch::Receiver<bool>,
+    aborted: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let service = service_fn(|request| {
+        let response = (shared.handler)(request, peer);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let idle = shared.settings.keepalive_idle;
+    if h2 {
+        let connection = shared.h2.serve_connection(TokioIo::new(io), service);
+        drive(connection, activity, idle, stop, aborted, peer).await;
+    } else {
+        let connection = shared.h1.serve_connection(TokioIo::new(io), service);
+        drive(connection, activity, idle, stop, aborted, peer).await;
+    }
+}
+
+/// Runs a connection to its end: gracefully shut down when idle or on shutdown, dropped
+/// when the grace period is over.
+async fn drive<C>(
+    connection: C,
+    activity: &Activity,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut aborted: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped(&mut stop), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = check.tick(), if !closing => {
+                if activity.idle_for() >= idle {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = stopped(&mut aborted) => return,
+        }
+    }
+}
+
+/// Resolves once the flag turns true (the guard `wait_for` returns is not `Send`).
+async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}
+
+fn builders(
+    settings: &ConnSettings,
+) -> (hyper::server::conn::http1::Builder, hyper::server::conn::http2::Builder<TokioExecutor>) {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read)
         .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE)
         .keep_alive_timeout(H2_KEEPALIVE)
         .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(256);
+    (h1, h2)
 }
