@@ -6,8 +6,8 @@
 //! because that is what its SDK parses.
 
 pub mod auth;
-mod esa;
-mod functiongraph;
+pub(crate) mod esa;
+pub(crate) mod functiongraph;
 
 use std::sync::Arc;
 

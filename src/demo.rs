@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -26,7 +27,12 @@ const ROUTES_TEMPLATE: &str = include_str!("../config/demo-routes.yaml");
 
 /// Starts a backend that answers every request with `{"version": NAME, ...}`.
 pub async fn spawn_backend(name: &str) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    serve_backend(SocketAddr::from(([127, 0, 0, 1], 0)), name, Duration::ZERO).await
+}
+
+/// Starts a backend on `listen` that answers after `delay`; returns its address.
+pub async fn serve_backend(listen: SocketAddr, name: &str, delay: Duration) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let name: std::sync::Arc<str> = name.into();
     tokio::spawn(async move {
@@ -34,7 +40,12 @@ pub async fn spawn_backend(name: &str) -> std::io::Result<SocketAddr> {
             let name = name.clone();
             let service = service_fn(move |request: Request<Incoming>| {
                 let name = name.clone();
-                async move { Ok::<_, Infallible>(echo(&name, request).await) }
+                async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, Infallible>(echo(&name, request).await)
+                }
             });
             tokio::spawn(async move {
                 let _ =

@@ -38,6 +38,17 @@ enum Command {
         #[arg(long)]
         self_test: bool,
     },
+    /// Run one demo backend (answers with its name); for scripts and benchmarks.
+    #[command(hide = true)]
+    EchoBackend {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        name: String,
+        /// Wait this long before answering (a slow function).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,14 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::EchoBackend { listen, name, delay_ms } => run_async(async move {
+            let addr = graygate::demo::serve_backend(listen, &name, std::time::Duration::from_millis(delay_ms))
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            println!("{name} listening on {addr}");
+            StopSignal::install().wait().await;
+            Ok(())
+        }),
         Command::Demo { listen, admin_listen, self_test } => {
             init_logging();
             run_async(graygate::demo::run(listen, admin_listen, self_test))

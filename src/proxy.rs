@@ -114,7 +114,15 @@ impl Gateway {
         let health = &version.upstream.health;
         let fault = Arc::new(BodyFault::default());
         let exchange = self.exchange(request, version.upstream.protocol, health, &fault);
-        let outcome = tokio::time::timeout(timeout, exchange).await;
+        let outcome = match tokio::time::timeout(timeout, exchange).await {
+            // Both framings at once is how responses get smuggled: never pass one on (the
+            // dropped body closes that upstream connection rather than pooling it).
+            Ok(Ok(response)) if has_conflicting_framing(response.headers()) => Ok(Err(Failure {
+                kind: Some(UpstreamErrorKind::Protocol),
+                error: GatewayError::Upstream(UpstreamErrorKind::Protocol),
+            })),
+            other => other,
+        };
         let response = match outcome {
             Ok(Ok(response)) => {
                 if matches!(response.status().as_u16(), 502..=504) {
@@ -199,6 +207,10 @@ impl Gateway {
         self.metrics.record_unrouted(error.status());
         error.into_response(request_id)
     }
+}
+
+fn has_conflicting_framing(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
 }
 
 /// Methods a client may expect to be repeated safely (RFC 9110 §9.2.2).

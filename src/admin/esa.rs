@@ -21,7 +21,7 @@ const ENVS: [&str; 2] = ["staging", "production"];
 
 /// An ESA error: HTTP 400 (or 500) with `{RequestId, Code, Message}`.
 #[derive(Debug)]
-struct EsaError {
+pub(crate) struct EsaError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -76,7 +76,7 @@ pub async fn handle(store: &RoutesStore, request: &AdminRequest) -> Reply {
 }
 
 /// Query and form-body parameters; the body wins when a name appears in both.
-fn parameters(request: &AdminRequest) -> HashMap<String, String> {
+pub(crate) fn parameters(request: &AdminRequest) -> HashMap<String, String> {
     let mut params: HashMap<String, String> =
         form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
     params.extend(form_urlencoded::parse(&request.body).into_owned());
@@ -95,7 +95,10 @@ fn routine<'s>(spec: &'s RoutesFile, name: &str) -> Result<&'s FunctionSpec, Esa
 }
 
 /// Validated `CodeVersions`: (version, percentage), highest percentage first.
-fn code_versions(params: &HashMap<String, String>, function: &FunctionSpec) -> Result<Vec<(String, i64)>, EsaError> {
+pub(crate) fn code_versions(
+    params: &HashMap<String, String>,
+    function: &FunctionSpec,
+) -> Result<Vec<(String, i64)>, EsaError> {
     let raw = required(params, "CodeVersions")?;
     let entries: Vec<CodeVersion> = serde_json::from_str(raw)
         .map_err(|e| invalid(format!("CodeVersions must be a JSON array of {{CodeVersion, Percentage}}: {e}")))?;

@@ -5,7 +5,7 @@
 //! the table in force; every change goes through [`RoutesStore::apply`], so it is on disk
 //! before it is acknowledged and live when the response is sent.
 
-mod model;
+pub(crate) mod model;
 
 use http::{Method, StatusCode};
 use indexmap::IndexMap;
@@ -165,7 +165,7 @@ fn find_mut<'s>(spec: &'s mut RoutesFile, urn: &Urn) -> Result<&'s mut FunctionS
 }
 
 /// Decodes a JSON body; errors name the field (`additional_version_weights.v2: …`).
-fn body<T: DeserializeOwned>(request: &AdminRequest) -> Result<T, FgError> {
+pub(crate) fn body<T: DeserializeOwned>(request: &AdminRequest) -> Result<T, FgError> {
     let text: &[u8] = if request.body.is_empty() { b"{}" } else { &request.body };
     let mut deserializer = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -227,8 +227,7 @@ fn list_versions(spec: &RoutesFile, urn: &Urn, query: Option<&str>) -> Result<Re
 async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion) -> Result<Reply, FgError> {
     let now = now_text();
     let default_name = super::now_compact();
-    let (package, function_name) = (urn.package.clone(), urn.function.clone());
-    let published = change(store, move |spec| {
+    let view = change(store, move |spec| {
         let function = find_mut(spec, &urn)?;
         if function.versions.last().is_some_and(|v| v.upstream == function.upstream) {
             return Err(bad("FSS.1016", "latest has not changed since the last version was published"));
@@ -244,14 +243,12 @@ async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion)
             description: request.description,
             last_modified: Some(now),
         });
-        Ok(name)
+        // The answer describes this change, whatever other changes follow it.
+        let function = find(spec, &urn)?;
+        Ok(model::version_view(spec, function, function.versions.last()))
     })
     .await?;
-    let routes = store.current();
-    let spec = routes.source().spec();
-    let function = find(spec, &Urn { package, function: function_name, qualifier: Qualifier::None })?;
-    let version = function.versions.iter().find(|v| v.version == published);
-    Ok(json_reply(StatusCode::OK, &model::version_view(spec, function, version)))
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 /// `DELETE /functions/{urn:version}`: removes a published version nothing refers to.
@@ -301,16 +298,12 @@ async fn update_code(store: &RoutesStore, urn: Urn, request: UpdateCode) -> Resu
         return Err(bad("FSS.0400", "code_url (the upstream that serves latest) is required"));
     };
     crate::routes::validate::check_upstream(&url).map_err(|why| bad("FSS.0400", format!("code_url: {why}")))?;
-    let (package, name) = (urn.package.clone(), urn.function.clone());
-    change(store, move |spec| {
+    let view = change(store, move |spec| {
         find_mut(spec, &urn)?.upstream = url;
-        Ok(())
+        Ok(model::version_view(spec, find(spec, &urn)?, None))
     })
     .await?;
-    let routes = store.current();
-    let spec = routes.source().spec();
-    let function = find(spec, &Urn { package, function: name, qualifier: Qualifier::None })?;
-    Ok(json_reply(StatusCode::OK, &model::version_view(spec, function, None)))
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 // === aliases ===
@@ -335,8 +328,7 @@ async fn create_alias(store: &RoutesStore, urn: Urn, request: AliasBody) -> Resu
     let name = request.name.clone().ok_or_else(|| bad("FSS.1014", "name is required"))?;
     check_name(&name).map_err(|why| bad("FSS.1014", why))?;
     let now = now_text();
-    let (package, function_name, alias_name) = (urn.package.clone(), urn.function.clone(), name.clone());
-    change(store, move |spec| {
+    let view = change(store, move |spec| {
         let function = find_mut(spec, &urn)?;
         if function.aliases.iter().any(|a| a.name == name) {
             return Err(error(StatusCode::CONFLICT, "FSS.1063", format!("alias \"{name}\" already exists")));
@@ -352,7 +344,7 @@ async fn create_alias(store: &RoutesStore, urn: Urn, request: AliasBody) -> Resu
             ));
         }
         let mut alias = AliasSpec {
-            name,
+            name: name.clone(),
             version: String::new(),
             description: None,
             additional_version_weights: IndexMap::new(),
@@ -363,10 +355,10 @@ async fn create_alias(store: &RoutesStore, urn: Urn, request: AliasBody) -> Resu
         };
         fill_alias(function, &mut alias, request, now)?;
         function.aliases.push(alias);
-        Ok(())
+        alias_value(spec, &urn, &name)
     })
     .await?;
-    reply_alias(store, &package, &function_name, &alias_name)
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 async fn update_alias(store: &RoutesStore, urn: Urn, name: &str, request: AliasBody) -> Result<Reply, FgError> {
@@ -374,23 +366,27 @@ async fn update_alias(store: &RoutesStore, urn: Urn, name: &str, request: AliasB
         return Err(bad("FSS.1014", "an alias cannot be renamed"));
     }
     let now = now_text();
-    let (package, function_name, alias_name) = (urn.package.clone(), urn.function.clone(), name.to_owned());
     let target = name.to_owned();
-    change(store, move |spec| {
+    let view = change(store, move |spec| {
         let function = find_mut(spec, &urn)?;
         let index = function.aliases.iter().position(|a| a.name == target).ok_or_else(|| alias_not_found(&target))?;
         let mut alias = function.aliases[index].clone();
         fill_alias(function, &mut alias, request, now)?;
         function.aliases[index] = alias;
-        Ok(())
+        alias_value(spec, &urn, &target)
     })
     .await?;
-    reply_alias(store, &package, &function_name, &alias_name)
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 /// Applies a create/update body to `alias` with FunctionGraph's error codes; a PUT
 /// replaces the split as a whole (absent weights or strategy mean none).
-fn fill_alias(function: &FunctionSpec, alias: &mut AliasSpec, request: AliasBody, now: String) -> Result<(), FgError> {
+pub(crate) fn fill_alias(
+    function: &FunctionSpec,
+    alias: &mut AliasSpec,
+    request: AliasBody,
+    now: String,
+) -> Result<(), FgError> {
     let version = request.version.ok_or_else(|| bad("FSS.1015", "version is required"))?;
     if version != "latest" {
         check_version_name(&version).map_err(|why| bad("FSS.1015", why))?;
@@ -431,10 +427,12 @@ fn fill_alias(function: &FunctionSpec, alias: &mut AliasSpec, request: AliasBody
     Ok(())
 }
 
-fn reply_alias(store: &RoutesStore, package: &str, function: &str, alias: &str) -> Result<Reply, FgError> {
-    let routes = store.current();
-    let spec = routes.source().spec();
-    show_alias(spec, &Urn { package: package.into(), function: function.into(), qualifier: Qualifier::None }, alias)
+/// The alias as the API shows it, taken inside the change that made it.
+fn alias_value(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Value, FgError> {
+    let function = find(spec, urn)?;
+    let alias = function.aliases.iter().find(|a| a.name == name).ok_or_else(|| alias_not_found(name))?;
+    serde_json::to_value(model::alias_view(spec, function, alias))
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", e.to_string()))
 }
 
 async fn delete_alias(store: &RoutesStore, urn: Urn, name: &str) -> Result<Reply, FgError> {
@@ -521,8 +519,7 @@ async fn create_trigger(store: &RoutesStore, urn: Urn, request: CreateTrigger) -
     }
     let id = super::new_uuid();
     let now = now_text();
-    let (package, function_name, created_id) = (urn.package.clone(), urn.function.clone(), id.clone());
-    change(store, move |spec| {
+    let view = change(store, move |spec| {
         let path_owner = |spec: &RoutesFile, path: &str| {
             spec.functions.iter().enumerate().find_map(|(f, function)| {
                 let t = function.triggers.iter().position(|t| t.effective_path(&function.name) == path)?;
@@ -557,19 +554,12 @@ async fn create_trigger(store: &RoutesStore, urn: Urn, request: CreateTrigger) -
         if function.triggers.iter().any(|t| t.effective_name(&fname) == name) {
             return Err(error(StatusCode::CONFLICT, "FSS.1146", format!("trigger \"{name}\" already exists")));
         }
+        let view = model::trigger_view(function, &trigger);
         function.triggers.push(trigger);
-        Ok(())
+        Ok(view)
     })
     .await?;
-    let routes = store.current();
-    let spec = routes.source().spec();
-    let function = find(spec, &Urn { package, function: function_name, qualifier: Qualifier::None })?;
-    let trigger = function
-        .triggers
-        .iter()
-        .find(|t| t.trigger_id.as_deref() == Some(created_id.as_str()))
-        .ok_or_else(|| trigger_not_found(&created_id))?;
-    Ok(json_reply(StatusCode::CREATED, &model::trigger_view(function, trigger)))
+    Ok(json_reply(StatusCode::CREATED, &view))
 }
 
 async fn delete_trigger(store: &RoutesStore, urn: Urn, id: &str) -> Result<Reply, FgError> {

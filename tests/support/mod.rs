@@ -272,3 +272,16 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
+
+/// Stops `gateway` and starts a new one over the same routes file (same directory), as a
+/// restart of the process would; `tune` adjusts the new gateway's settings.
+pub async fn restart(gateway: Gateway, tune: impl FnOnce(&mut ServerConfig)) -> Gateway {
+    let Gateway { app, dir, routes_path, .. } = gateway;
+    tokio::time::timeout(PATIENCE, app.shutdown()).await.expect("gateway stops in time");
+    let mut config = ServerConfig::with_defaults(local(), local(), routes_path.clone()).expect("config");
+    config.reload.debounce = Duration::from_millis(50);
+    tune(&mut config);
+    let app = App::start(config).await.expect("gateway restarts");
+    let client = TestClient::new(app.data_addr());
+    Gateway { app, dir, routes_path, client }
+}

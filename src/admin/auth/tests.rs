@@ -163,5 +163,8 @@ fn tokens_compare_whole_values() {
     assert_eq!(check(&Method::GET, "/v2", None, &with("token-22"), b"", now), Err(AuthError::BadToken));
     assert_eq!(check(&Method::GET, "/v2", None, &HeaderMap::new(), b"", now), Err(AuthError::Missing));
     let basic = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
-    assert_eq!(check(&Method::GET, "/v2", None, &basic, b"", now), Err(AuthError::Malformed));
+    assert_eq!(check(&Method::GET, "/v2", None, &basic, b"", now), Err(AuthError::Missing));
+    let mut both = with("token-1");
+    both.insert("authorization", HeaderValue::from_static("Bearer something-else"));
+    assert_eq!(check(&Method::GET, "/v2", None, &both, b"", now), Ok(Scheme::Token));
 }

@@ -87,20 +87,25 @@ pub struct ApigEventData {
 
 /// Weights as a JSON object, or (the 2022 API edition) as a JSON object inside a string.
 fn weights<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<IndexMap<String, i64>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        Map(IndexMap<String, i64>),
-        Text(String),
-    }
-    match Option::<Form>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(Form::Map(map)) => Ok(Some(map)),
-        Some(Form::Text(text)) if text.trim().is_empty() => Ok(None),
-        Some(Form::Text(text)) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("not a JSON object of version → integer weight: {e}"))),
-    }
+    use serde::de::Error;
+    let object = match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) if text.trim().is_empty() => return Ok(None),
+        Some(Value::String(text)) => serde_json::from_str::<Value>(&text)
+            .map_err(|e| D::Error::custom(format!("the string is not JSON: {e}")))?,
+        Some(other) => other,
+    };
+    let Value::Object(entries) = object else {
+        return Err(D::Error::custom("expected an object of version → integer weight (or that object as a string)"));
+    };
+    entries
+        .into_iter()
+        .map(|(version, weight)| match weight.as_i64() {
+            Some(weight) => Ok((version, weight)),
+            None => Err(D::Error::custom(format!("weight of \"{version}\" must be an integer, got {weight}"))),
+        })
+        .collect::<Result<IndexMap<_, _>, _>>()
+        .map(Some)
 }
 
 /// `urn:fss:{region}:{project}:function:{package}:{name}` and its qualified forms.
