@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
 use crate::proxy::server::{self, ConnSettings};
 use crate::proxy::upstream::{ClientSetupError, UpstreamClients};
+use crate::proxy::{Gateway, RequestLimits};
 use crate::reload;
 use crate::store::{RoutesStore, StoreError};
 use crate::tls::{Certificates, TlsError};
@@ -71,7 +71,11 @@ impl App {
             UpstreamClients::build(&config)?,
             metrics.clone(),
             config.timeouts.request,
-            config.limits.max_body_bytes,
+            RequestLimits {
+                max_body_bytes: config.limits.max_body_bytes,
+                max_headers: config.limits.max_headers,
+                max_header_bytes: config.limits.max_header_bytes,
+            },
             if config.tls.is_some() { "https" } else { "http" },
         ));
         let certificates = config.tls.clone().map(Certificates::load).transpose()?;

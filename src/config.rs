@@ -389,7 +389,7 @@ impl Default for TimeoutsFile {
             tls_handshake_ms: 10_000,
             upstream_connect_ms: 3_000,
             request_ms: 30_000,
-            pool_idle_ms: 30_000,
+            pool_idle_ms: 1_500,
             shutdown_grace_ms: 30_000,
         }
     }

@@ -28,6 +28,8 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("no trigger matches the request")]
     NoRoute,
     #[error("upstream {}", .0.as_str())]
@@ -50,7 +52,10 @@ struct ErrorBody<'a> {
 impl GatewayError {
     pub fn origin(&self) -> Origin {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge | GatewayError::NoRoute => Origin::Client,
+            GatewayError::BadRequest(_)
+            | GatewayError::PayloadTooLarge
+            | GatewayError::HeadersTooLarge
+            | GatewayError::NoRoute => Origin::Client,
             GatewayError::Upstream(_) | GatewayError::UpstreamTimeout => Origin::Upstream,
             GatewayError::Internal(_) => Origin::Internal,
         }
@@ -60,6 +65,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -69,7 +75,7 @@ impl GatewayError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge => "APIG.0201",
+            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge | GatewayError::HeadersTooLarge => "APIG.0201",
             GatewayError::NoRoute => "APIG.0101",
             GatewayError::Upstream(_) => "APIG.0202",
             GatewayError::UpstreamTimeout => "APIG.0203",
@@ -81,6 +87,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(why) => why,
             GatewayError::PayloadTooLarge => "Request entity too large",
+            GatewayError::HeadersTooLarge => "Request header fields too large",
             GatewayError::NoRoute => "The API does not exist or has not been published in the environment",
             GatewayError::Upstream(UpstreamErrorKind::Connect) => "Backend unavailable: connection failed",
             GatewayError::Upstream(UpstreamErrorKind::Protocol) => "Backend unavailable: invalid response",

@@ -27,6 +27,7 @@ use crate::metrics::{Metrics, UpstreamErrorKind};
 use crate::routing::{Protocol, Resolved, Unrouted};
 use crate::store::RoutesStore;
 use body::{BodyFault, Fault, RequestBody, UpstreamBody};
+use hyper_util::client::legacy::connect::capture_connection;
 use upstream::UpstreamClients;
 
 /// Responses stream the upstream's body, or carry a small body of our own.
@@ -37,9 +38,18 @@ pub struct Gateway {
     clients: UpstreamClients,
     metrics: Metrics,
     default_timeout: Duration,
-    max_body_bytes: u64,
+    limits: RequestLimits,
     /// `X-Forwarded-Proto` for requests on this listener.
     scheme: &'static str,
+}
+
+/// Per-request limits, answered with JSON errors. hyper enforces twice these as a backstop
+/// (and answers those itself).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_body_bytes: u64,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
 }
 
 /// A failed exchange: what the metrics call it, and what the client is told.
@@ -56,15 +66,18 @@ impl Gateway {
         clients: UpstreamClients,
         metrics: Metrics,
         default_timeout: Duration,
-        max_body_bytes: u64,
+        limits: RequestLimits,
         scheme: &'static str,
     ) -> Self {
-        Gateway { routes, clients, metrics, default_timeout, max_body_bytes, scheme }
+        Gateway { routes, clients, metrics, default_timeout, limits, scheme }
     }
 
     pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
+        if headers::too_large(request.headers(), self.limits.max_headers, self.limits.max_header_bytes) {
+            return self.refuse(GatewayError::HeadersTooLarge, &request_id);
+        }
         let path = match path::sanitize(request.uri().path()) {
             Ok(path) => path,
             Err(why) => return self.refuse(GatewayError::BadRequest(why), &request_id),
@@ -92,7 +105,7 @@ impl Gateway {
         };
         drop(path);
         let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.max_body_bytes) {
+        if declared.is_some_and(|length| length > self.limits.max_body_bytes) {
             let error = GatewayError::PayloadTooLarge;
             self.metrics.record(route_metrics, error.status(), started.elapsed());
             return error.into_response(&request_id);
@@ -114,16 +127,7 @@ impl Gateway {
         let health = &version.upstream.health;
         let fault = Arc::new(BodyFault::default());
         let exchange = self.exchange(request, version.upstream.protocol, health, &fault);
-        let outcome = match tokio::time::timeout(timeout, exchange).await {
-            // Both framings at once is how responses get smuggled: never pass one on (the
-            // dropped body closes that upstream connection rather than pooling it).
-            Ok(Ok(response)) if has_conflicting_framing(response.headers()) => Ok(Err(Failure {
-                kind: Some(UpstreamErrorKind::Protocol),
-                error: GatewayError::Upstream(UpstreamErrorKind::Protocol),
-            })),
-            other => other,
-        };
-        let response = match outcome {
+        let response = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(response)) => {
                 if matches!(response.status().as_u16(), 502..=504) {
                     self.upstream_failed(health);
@@ -142,12 +146,12 @@ impl Gateway {
                     self.metrics.upstream_error(route_metrics, kind);
                     self.upstream_failed(health);
                 }
-                failure.error.into_response(&request_id)
+                with_version(failure.error.into_response(&request_id), version.header.clone())
             }
             Err(_elapsed) => {
                 self.metrics.upstream_error(route_metrics, UpstreamErrorKind::Timeout);
                 self.upstream_failed(health);
-                GatewayError::UpstreamTimeout.into_response(&request_id)
+                with_version(GatewayError::UpstreamTimeout.into_response(&request_id), version.header.clone())
             }
         };
         self.metrics.record(route_metrics, response.status(), started.elapsed());
@@ -167,8 +171,10 @@ impl Gateway {
         let (parts, incoming) = request.into_parts();
         let retry = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&incoming))
             .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-        let body = RequestBody::new(incoming, self.max_body_bytes, Arc::clone(fault));
-        let first = self.clients.request(protocol, Request::from_parts(parts, body)).await;
+        let body = RequestBody::new(incoming, self.limits.max_body_bytes, Arc::clone(fault));
+        let mut request = Request::from_parts(parts, body);
+        let mut connection = capture_connection(&mut request);
+        let first = self.clients.request(protocol, request).await;
         let result = match (first, retry) {
             (Err(error), Some((method, uri, headers))) if error.is_connect() => {
                 tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
@@ -176,11 +182,22 @@ impl Gateway {
                 *again.method_mut() = method;
                 *again.uri_mut() = uri;
                 *again.headers_mut() = headers;
+                connection = capture_connection(&mut again);
                 self.clients.request(protocol, again).await
             }
             (result, _) => result,
         };
         match result {
+            // Both framings at once is how responses get smuggled. The body may already be
+            // complete (and the connection back in the pool): poison the connection so no
+            // later request reads what follows on it.
+            Ok(response) if has_conflicting_framing(response.headers()) => {
+                if let Some(connected) = connection.connection_metadata().as_ref() {
+                    connected.poison();
+                }
+                let kind = UpstreamErrorKind::Protocol;
+                Err(Failure { kind: Some(kind), error: GatewayError::Upstream(kind) })
+            }
             Ok(response) => Ok(response.map(|body| UpstreamBody::new(body, permit))),
             Err(error) => Err(match fault.get() {
                 Fault::TooLarge => Failure { kind: None, error: GatewayError::PayloadTooLarge },
@@ -207,6 +224,12 @@ impl Gateway {
         self.metrics.record_unrouted(error.status());
         error.into_response(request_id)
     }
+}
+
+/// Our own answer for a request that had a version: say which one failed.
+fn with_version(mut response: Response<ProxyBody>, version: HeaderValue) -> Response<ProxyBody> {
+    response.headers_mut().insert(headers::X_GRAYGATE_VERSION, version);
+    response
 }
 
 fn has_conflicting_framing(headers: &http::HeaderMap) -> bool {

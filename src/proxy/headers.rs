@@ -11,9 +11,12 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// Headers that describe one hop, never the message (RFC 9110 §7.6.1 plus legacy ones).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// Headers that describe one hop, never the message (RFC 9110 §7.6.1, RFC 7540 §3.2.1
+/// `HTTP2-Settings`, and legacy ones).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    HTTP2_SETTINGS,
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -27,6 +30,16 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Longest client-supplied request id we pass on; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// True when the request carries more headers, or more header bytes, than allowed.
+pub fn too_large(headers: &HeaderMap, max_headers: usize, max_bytes: usize) -> bool {
+    if headers.len() > max_headers {
+        return true;
+    }
+    // name, ": ", value, CRLF — as they took up on the wire.
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    bytes > max_bytes
+}
 
 /// Removes hop-by-hop headers, including every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

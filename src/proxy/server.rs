@@ -31,7 +31,8 @@ use crate::config::ServerConfig;
 
 /// How long to wait after a failed `accept` (typically out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// HTTP/2 PINGs find dead peers on otherwise quiet connections.
+/// HTTP/2 PINGs find dead peers on otherwise quiet connections (more often when the idle
+/// timeout is short, so a dead peer is found before the connection would be closed anyway).
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 const H2_MAX_STREAMS: u32 = 256;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -143,14 +144,14 @@ async fn connection<H, F>(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = ConnIo::new(bytes::Bytes::new(), tls, Arc::clone(&activity));
+            let io = ConnIo::new(bytes::Bytes::new(), tls);
             serve_io(io, h2, peer, shared, &activity, stop, aborted).await;
         }
         None => {
             let Some((prefix, h2)) = detect(&mut stream, shared.settings.header_read).await else {
                 return tracing::debug!(%peer, "no request before the header-read deadline; closing");
             };
-            let io = ConnIo::new(prefix, stream, Arc::clone(&activity));
+            let io = ConnIo::new(prefix, stream);
             serve_io(io, h2, peer, shared, &activity, stop, aborted).await;
         }
     }
@@ -177,7 +178,7 @@ async fn serve_io<IO, H, F>(
     h2: bool,
     peer: SocketAddr,
     shared: &Shared<H>,
-    activity: &Activity,
+    activity: &Arc<Activity>,
     stop: watch::Receiver<bool>,
     aborted: watch::Receiver<bool>,
 ) where
@@ -186,8 +187,13 @@ async fn serve_io<IO, H, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let service = service_fn(|request| {
+        let in_flight = activity.begin();
         let response = (shared.handler)(request, peer);
-        async move { Ok::<_, Infallible>(response.await) }
+        async move {
+            let response = response.await;
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
+        }
     });
     let idle = shared.settings.keepalive_idle;
     if h2 {
@@ -250,15 +256,17 @@ fn builders(
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read)
-        .max_headers(settings.max_headers)
-        .max_buf_size(settings.max_header_bytes)
+        // Twice the configured limits: up to them, the handler answers with a JSON 431.
+        .max_headers(settings.max_headers.saturating_mul(2))
+        .max_buf_size(settings.max_header_bytes.saturating_mul(2))
         .keep_alive(true);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let ping = H2_KEEPALIVE.min(settings.keepalive_idle / 3).max(Duration::from_millis(100));
     h2.timer(TokioTimer::new())
-        .keep_alive_interval(H2_KEEPALIVE)
-        .keep_alive_timeout(H2_KEEPALIVE)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping.max(Duration::from_secs(1)))
         .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(settings.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(256);
     (h1, h2)
