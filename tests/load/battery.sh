@@ -7,7 +7,10 @@
 #   slow     slowhttptest slow headers (-H), slow body (-B) and slow read (-X) with 300
 #            connections each while a probe keeps asking: every probe answered 200.
 #   drain    SIGTERM with 20 requests in flight (1 s upstream): all 20 get 200, exit 0.
-# Usage: tests/load/battery.sh [reload|h2|slow|drain]...   (default: all)
+#   floods   HTTP/2 rapid reset and CONTINUATION flood (tests/load/h2_floods.py): the
+#            server hangs up on the attacker, a parallel client keeps getting 200s, RSS bounded.
+# Usage: tests/load/battery.sh [reload|h2|slow|drain|floods]...   (default: all)
+# PYTHON must have the `h2` package (tests/interop/requirements.txt installs it).
 # Needs wrk, h2load (nghttp2-client), slowhttptest and curl; GRAYGATE_BIN picks the binary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -206,8 +209,18 @@ check_drain() {
   fi
 }
 
+check_floods() {
+  start_gateway
+  if "${PYTHON:-python3}" tests/load/h2_floods.py "$GW" "$GW_PID"; then
+    pass "floods: rapid reset and CONTINUATION flood contained"
+  else
+    fail "floods: see h2_floods output above"
+  fi
+  kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
+}
+
 checks=("$@")
-[ ${#checks[@]} -eq 0 ] && checks=(reload h2 slow drain)
+[ ${#checks[@]} -eq 0 ] && checks=(reload h2 slow drain floods)
 for check in "${checks[@]}"; do "check_$check"; done
 echo "battery: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
