@@ -113,5 +113,56 @@ fn resolution(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, resolution);
+/// A routes file of `n` functions as text, the way an operator's file looks.
+fn routes_text(n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut doc = String::from("project_id: p\nregion: local\nfunctions:\n");
+    for i in 0..n {
+        let _ = write!(
+            doc,
+            "  - name: fn{i}\n    upstream: http://10.0.{}.{}:8080\n    versions:\n      - {{ version: v1, upstream: \"http://10.1.{}.{}:8080\" }}\n      - {{ version: v2, upstream: \"http://10.2.{}.{}:8080\" }}\n    aliases:\n      - name: prod\n        version: v1\n        additional_version_weights: {{ v2: 10 }}\n        additional_version_strategy:\n          v2: {{ combine_type: or, rules: [ {{ param: x-canary, op: \"=\", value: \"yes\" }} ] }}\n    triggers:\n      - {{ target: prod }}\n      - {{ target: v1 }}\n",
+            i / 256,
+            i % 256,
+            i / 256,
+            i % 256,
+            i / 256,
+            i % 256
+        );
+    }
+    doc
+}
+
+/// Parse + validate + compile + publish of a 10,000-function routes file (what a reload does
+/// after reading the file).
+fn reload(c: &mut Criterion) {
+    let text = routes_text(10_000);
+    let store = arc_swap::ArcSwap::from_pointee(table(10));
+    let mut group = c.benchmark_group("reload");
+    group.sample_size(10);
+    group.bench_function("10000_functions", |b| {
+        b.iter(|| {
+            let valid = ValidRoutes::parse(black_box(&text), "routes.yaml").unwrap_or_else(|e| panic!("{e}"));
+            let previous = store.load_full();
+            let next =
+                compile(Arc::new(valid), previous.generation() + 1, Some(&previous), &Default::default()).unwrap();
+            store.store(Arc::new(next));
+        })
+    });
+    group.finish();
+}
+
+/// What metrics add to one proxied request: the route's handles (cached after the first
+/// request) and one observation.
+fn metrics(c: &mut Criterion) {
+    let metrics = graygate::metrics::Metrics::new().unwrap();
+    let route = std::sync::OnceLock::new();
+    c.bench_function("metrics/record_per_request", |b| {
+        b.iter(|| {
+            let handles = route.get_or_init(|| metrics.route("bench", "canary", "v1"));
+            metrics.record(handles, http::StatusCode::OK, std::time::Duration::from_micros(black_box(180)));
+        })
+    });
+}
+
+criterion_group!(benches, resolution, reload, metrics);
 criterion_main!(benches);

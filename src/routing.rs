@@ -156,7 +156,10 @@ impl RoutingTable {
             let key = if candidate.is_empty() { "/" } else { candidate };
             if let Some(index) = self.trigger_index.get(key) {
                 let trigger = &self.triggers[*index as usize];
-                return Some((trigger, &path[candidate.len()..]));
+                // The root trigger reached through the empty prefix: `/` itself leaves nothing,
+                // as it does when matched directly.
+                let rest = if path == "/" { "" } else { &path[candidate.len()..] };
+                return Some((trigger, rest));
             }
             if candidate.is_empty() {
                 return None;

@@ -75,6 +75,12 @@ fn a_root_trigger_catches_everything_else() {
     let t = compile(Arc::new(routes), 1, None, &Default::default()).unwrap_or_else(|e| unreachable!("{e}"));
     let rest = |p: &str| t.find_trigger(p).map(|(tr, r)| (tr.path.to_string(), r.to_owned()));
     assert_eq!(rest("/"), Some(("/".into(), "".into())));
+    // The same with nothing but the root trigger (the deepest trigger has no segment).
+    let only_root = "project_id: p\nfunctions:\n  - name: f\n    upstream: http://127.0.0.1:1\n    triggers: [ { path: /, target: latest } ]\n";
+    let only_root = ValidRoutes::parse(only_root, "r").unwrap_or_else(|e| unreachable!("{e}"));
+    let t2 = compile(Arc::new(only_root), 1, None, &Default::default()).unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(t2.find_trigger("/").map(|(_, r)| r.to_owned()), Some(String::new()));
+    assert_eq!(t2.find_trigger("/a/b").map(|(_, r)| r.to_owned()), Some("/a/b".to_owned()));
     assert_eq!(rest("/zzz/y"), Some(("/".into(), "/zzz/y".into())));
     assert_eq!(rest("/a/b"), Some(("/a".into(), "/b".into())));
 }
