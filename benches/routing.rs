@@ -135,19 +135,23 @@ fn routes_text(n: usize) -> String {
 /// Parse + validate + compile + publish of a 10,000-function routes file (what a reload does
 /// after reading the file).
 fn reload(c: &mut Criterion) {
-    let text = routes_text(10_000);
+    let yaml = routes_text(10_000);
+    let parsed = ValidRoutes::parse(&yaml, "routes.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_string_pretty(parsed.spec()).unwrap();
     let store = arc_swap::ArcSwap::from_pointee(table(10));
     let mut group = c.benchmark_group("reload");
     group.sample_size(10);
-    group.bench_function("10000_functions", |b| {
-        b.iter(|| {
-            let valid = ValidRoutes::parse(black_box(&text), "routes.yaml").unwrap_or_else(|e| panic!("{e}"));
-            let previous = store.load_full();
-            let next =
-                compile(Arc::new(valid), previous.generation() + 1, Some(&previous), &Default::default()).unwrap();
-            store.store(Arc::new(next));
-        })
-    });
+    for (format, text) in [("json", &json), ("yaml", &yaml)] {
+        group.bench_function(format!("10000_functions_{format}"), |b| {
+            b.iter(|| {
+                let valid = ValidRoutes::parse(black_box(text), "routes.yaml").unwrap_or_else(|e| panic!("{e}"));
+                let previous = store.load_full();
+                let next =
+                    compile(Arc::new(valid), previous.generation() + 1, Some(&previous), &Default::default()).unwrap();
+                store.store(Arc::new(next));
+            })
+        });
+    }
     group.finish();
 }
 

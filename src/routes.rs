@@ -49,7 +49,14 @@ impl ValidRoutes {
 
     /// Parses and validates a document; `name` is used in error messages.
     pub fn parse(source: &str, name: &str) -> Result<Self, RoutesError> {
-        let file: RoutesFile = serde_norway::from_str(source).map_err(|e| RoutesError::from_serde(&e, name))?;
+        let file: RoutesFile = if looks_like_json(source) {
+            // JSON is YAML, but serde_json reads it about ten times faster than a YAML
+            // parser: what generated routes files at the scale of 10,000 functions are.
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(source))
+                .map_err(|e| RoutesError::from_json(&e, name))?
+        } else {
+            serde_norway::from_str(source).map_err(|e| RoutesError::from_serde(&e, name))?
+        };
         Self::new(file).map_err(|issues| {
             let index = LineIndex::new(source);
             RoutesError {
@@ -83,6 +90,11 @@ impl ValidRoutes {
     }
 }
 
+/// A document whose first significant character opens a JSON object.
+fn looks_like_json(source: &str) -> bool {
+    source.trim_start_matches('\u{feff}').trim_start().starts_with('{')
+}
+
 /// The file name operators recognise in error messages (`routes.yaml`, not a long path).
 pub fn display_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
@@ -93,6 +105,16 @@ pub fn display_name(path: &Path) -> String {
 impl RoutesError {
     pub fn single(file: &str, line: Option<usize>, path: &str, message: String) -> Self {
         RoutesError { problems: vec![Problem { file: file.to_owned(), line, path: path.to_owned(), message }] }
+    }
+
+    fn from_json(error: &serde_path_to_error::Error<serde_json::Error>, file: &str) -> Self {
+        // serde_json appends " at line L column C"; the line goes in our prefix instead.
+        let inner = error.inner();
+        let text = inner.to_string();
+        let message = text.find(" at line ").map_or(text.as_str(), |cut| &text[..cut]).to_owned();
+        let path = error.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        RoutesError::single(file, Some(inner.line()), &path, message)
     }
 
     fn from_serde(error: &serde_norway::Error, file: &str) -> Self {

@@ -33,6 +33,10 @@ pub struct RoutesStore {
     policy: UpstreamPolicy,
     /// Serialises reloads and API writes so two never interleave.
     file: Mutex<FileState>,
+    /// Tables replaced but perhaps still used by requests in flight. Freeing a table of
+    /// 10,000 functions takes tens of milliseconds: that happens here, on the blocking
+    /// pool, not in whichever request happens to drop the last reference.
+    retired: std::sync::Mutex<Vec<Arc<RoutingTable>>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +89,7 @@ impl RoutesStore {
             metrics,
             settle,
             policy,
+            retired: std::sync::Mutex::new(Vec::new()),
             file: Mutex::new(FileState { applied_hash: hash(&source), rejected_hash: None }),
         })
     }
@@ -118,7 +123,7 @@ impl RoutesStore {
             Loaded::Compiled(content_hash, table) => {
                 let generation = table.generation();
                 self.metrics.reload_succeeded(generation, table.source().spec());
-                self.table.store(Arc::new(table));
+                self.publish(table);
                 *state = FileState { applied_hash: content_hash, rejected_hash: None };
                 ReloadOutcome::Applied { generation }
             }
@@ -132,6 +137,21 @@ impl RoutesStore {
 }
 
 impl RoutesStore {
+    /// Makes `table` the one in force and retires the previous one.
+    fn publish(&self, table: RoutingTable) {
+        let previous = self.table.swap(Arc::new(table));
+        let unused = {
+            let mut retired = self.retired.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            retired.push(previous);
+            let (unused, in_use): (Vec<_>, Vec<_>) = retired.drain(..).partition(|table| Arc::strong_count(table) == 1);
+            *retired = in_use;
+            unused
+        };
+        if !unused.is_empty() {
+            tokio::task::spawn_blocking(move || drop(unused));
+        }
+    }
+
     /// Applies `change` to the routing state: durable on disk before it returns, and live
     /// on the data plane as it returns. Changes are serialised; a hand edit that the watcher
     /// has not picked up yet is taken in first, so API changes build on it rather than
@@ -169,7 +189,7 @@ impl RoutesStore {
         };
         let generation = table.generation();
         self.metrics.reload_succeeded(generation, table.source().spec());
-        self.table.store(Arc::new(table));
+        self.publish(table);
         *state = FileState { applied_hash: content_hash, rejected_hash: None };
         tracing::info!(generation, "routes changed through the management API");
         Ok(value)

@@ -7,6 +7,7 @@
 //! reports all of them.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 
 use super::file::{AliasSpec, FunctionSpec, RoutesFile, RuleSpec, TriggerSpec};
 
@@ -28,13 +29,66 @@ pub struct Issue {
 struct Issues(Vec<Issue>);
 
 impl Issues {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Issue { path: path.into(), message: message.into() });
+    fn push(&mut self, path: impl fmt::Display, message: impl Into<String>) {
+        self.0.push(Issue { path: path.to_string(), message: message.into() });
+    }
+}
+
+/// A field path (`functions[0].aliases[1].version`), turned into text only when an issue is
+/// reported: a valid file of 10,000 functions then costs no path strings at all.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    steps: [Step<'a>; MAX_DEPTH],
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Field(&'a str),
+    Index(usize),
+}
+
+const MAX_DEPTH: usize = 12;
+
+impl<'a> At<'a> {
+    const ROOT: At<'static> = At { steps: [Step::Index(0); MAX_DEPTH], len: 0 };
+
+    fn field(self, name: &'a str) -> Self {
+        self.push(Step::Field(name))
+    }
+
+    fn index(self, index: usize) -> Self {
+        self.push(Step::Index(index))
+    }
+
+    fn push(mut self, step: Step<'a>) -> Self {
+        if self.len < MAX_DEPTH {
+            self.steps[self.len] = step;
+            self.len += 1;
+        }
+        self
+    }
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.steps[..self.len].iter().enumerate() {
+            match step {
+                Step::Field(name) if i == 0 => f.write_str(name)?,
+                Step::Field(name) => write!(f, ".{name}")?,
+                Step::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
     }
 }
 
 /// Checks the whole file and returns every issue found (empty when valid).
 pub fn validate(file: &RoutesFile) -> Vec<Issue> {
+    validate_file(file)
+}
+
+fn validate_file<'a>(file: &'a RoutesFile) -> Vec<Issue> {
     let mut issues = Issues::default();
     if let Err(why) = check_identifier(&file.project_id) {
         issues.push("project_id", why);
@@ -43,91 +97,91 @@ pub fn validate(file: &RoutesFile) -> Vec<Issue> {
         issues.push("region", why);
     }
     let mut function_names = HashSet::new();
-    let mut trigger_paths: HashMap<String, String> = HashMap::new();
+    let mut trigger_paths: HashMap<String, At<'a>> = HashMap::new();
     for (i, function) in file.functions.iter().enumerate() {
-        let at = format!("functions[{i}]");
+        let at = At::ROOT.field("functions").index(i);
         if !function_names.insert(function.name.as_str()) {
-            issues.push(format!("{at}.name"), format!("function \"{}\" is defined twice", function.name));
+            issues.push(at.field("name"), format!("function \"{}\" is defined twice", function.name));
         }
-        validate_function(function, &at, &mut trigger_paths, &mut issues);
+        validate_function(function, at, &mut trigger_paths, &mut issues);
     }
     issues.0
 }
 
-fn validate_function(
-    function: &FunctionSpec,
-    at: &str,
-    trigger_paths: &mut HashMap<String, String>,
+fn validate_function<'a>(
+    function: &'a FunctionSpec,
+    at: At<'a>,
+    trigger_paths: &mut HashMap<String, At<'a>>,
     issues: &mut Issues,
 ) {
     if let Err(why) = check_name(&function.name) {
-        issues.push(format!("{at}.name"), why);
+        issues.push(at.field("name"), why);
     }
     if let Err(why) = check_name(&function.package) {
-        issues.push(format!("{at}.package"), why);
+        issues.push(at.field("package"), why);
     }
     if let Err(why) = check_upstream(&function.upstream) {
-        issues.push(format!("{at}.upstream"), why);
+        issues.push(at.field("upstream"), why);
     }
     if let Some(timeout) = function.timeout_ms
         && !(1..=MAX_TIMEOUT_MS).contains(&timeout)
     {
-        issues.push(format!("{at}.timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}, got {timeout}"));
+        issues.push(at.field("timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}, got {timeout}"));
     }
 
     let mut versions = HashSet::new();
     for (j, version) in function.versions.iter().enumerate() {
-        let vat = format!("{at}.versions[{j}]");
+        let vat = at.field("versions").index(j);
         if let Err(why) = check_version_name(&version.version) {
-            issues.push(format!("{vat}.version"), why);
+            issues.push(vat.field("version"), why);
         } else if !versions.insert(version.version.as_str()) {
-            issues.push(format!("{vat}.version"), format!("version \"{}\" is defined twice", version.version));
+            issues.push(vat.field("version"), format!("version \"{}\" is defined twice", version.version));
         }
         if let Err(why) = check_upstream(&version.upstream) {
-            issues.push(format!("{vat}.upstream"), why);
+            issues.push(vat.field("upstream"), why);
         }
     }
 
     if function.aliases.len() > MAX_ALIASES_PER_FUNCTION {
         issues.push(
-            format!("{at}.aliases"),
+            at.field("aliases"),
             format!("a function has at most {MAX_ALIASES_PER_FUNCTION} aliases, got {}", function.aliases.len()),
         );
     }
     let mut aliases = HashSet::new();
     for (j, alias) in function.aliases.iter().enumerate() {
-        let aat = format!("{at}.aliases[{j}]");
+        let aat = at.field("aliases").index(j);
         if let Err(why) = check_name(&alias.name) {
-            issues.push(format!("{aat}.name"), why);
+            issues.push(aat.field("name"), why);
         } else if versions.contains(alias.name.as_str()) || alias.name.eq_ignore_ascii_case("latest") {
-            issues.push(format!("{aat}.name"), format!("alias \"{}\" has the name of a version", alias.name));
+            issues.push(aat.field("name"), format!("alias \"{}\" has the name of a version", alias.name));
         } else if !aliases.insert(alias.name.as_str()) {
-            issues.push(format!("{aat}.name"), format!("alias \"{}\" is defined twice", alias.name));
+            issues.push(aat.field("name"), format!("alias \"{}\" is defined twice", alias.name));
         }
-        validate_alias(alias, &aat, &versions, issues);
+        validate_alias(alias, aat, &versions, issues);
     }
 
     let mut trigger_names = HashSet::new();
     for (j, trigger) in function.triggers.iter().enumerate() {
-        let tat = format!("{at}.triggers[{j}]");
-        validate_trigger(function, trigger, &tat, &versions, &aliases, trigger_paths, issues);
+        let tat = at.field("triggers").index(j);
+        validate_trigger(function, trigger, tat, &versions, &aliases, trigger_paths, issues);
         if !trigger_names.insert(trigger.effective_name(&function.name)) {
             issues.push(
-                format!("{tat}.name"),
+                tat.field("name"),
                 format!("trigger \"{}\" is defined twice", trigger.effective_name(&function.name)),
             );
         }
     }
 }
 
-fn validate_alias(alias: &AliasSpec, at: &str, versions: &HashSet<&str>, issues: &mut Issues) {
+fn validate_alias<'a>(alias: &'a AliasSpec, at: At<'a>, versions: &HashSet<&str>, issues: &mut Issues) {
     if alias.version != "latest" && !versions.contains(alias.version.as_str()) {
-        issues.push(format!("{at}.version"), format!("version \"{}\" does not exist", alias.version));
+        issues.push(at.field("version"), format!("version \"{}\" does not exist", alias.version));
     }
     let mut total: i64 = 0;
     for (version, weight) in &alias.additional_version_weights {
-        let wat = format!("{at}.additional_version_weights.{version}");
-        check_additional_version(alias, version, versions, &wat, issues);
+        let wat = at.field("additional_version_weights").field(version);
+        check_additional_version(alias, version, versions, wat, issues);
         if !(1..=100).contains(weight) {
             issues.push(wat, format!("weight must be an integer from 1 to 100, got {weight}"));
         } else {
@@ -135,26 +189,26 @@ fn validate_alias(alias: &AliasSpec, at: &str, versions: &HashSet<&str>, issues:
         }
     }
     if total > 100 {
-        issues.push(format!("{at}.additional_version_weights"), format!("weights sum to {total}, more than 100"));
+        issues.push(at.field("additional_version_weights"), format!("weights sum to {total}, more than 100"));
     }
     for (version, strategy) in &alias.additional_version_strategy {
-        let sat = format!("{at}.additional_version_strategy.{version}");
-        check_additional_version(alias, version, versions, &sat, issues);
+        let sat = at.field("additional_version_strategy").field(version);
+        check_additional_version(alias, version, versions, sat, issues);
         if strategy.combine_type != "and" && strategy.combine_type != "or" {
             issues.push(
-                format!("{sat}.combine_type"),
+                sat.field("combine_type"),
                 format!("must be \"and\" or \"or\", got \"{}\"", strategy.combine_type),
             );
         }
         if strategy.rules.is_empty() {
-            issues.push(format!("{sat}.rules"), "at least one rule is required");
+            issues.push(sat.field("rules"), "at least one rule is required");
         }
         for (k, rule) in strategy.rules.iter().enumerate() {
-            validate_rule(rule, &format!("{sat}.rules[{k}]"), issues);
+            validate_rule(rule, sat.field("rules").index(k), issues);
         }
     }
     if let Some(sticky) = &alias.sticky {
-        let sat = format!("{at}.sticky");
+        let sat = at.field("sticky");
         match (&sticky.header, &sticky.cookie) {
             (Some(name), None) | (None, Some(name)) => {
                 if let Err(why) = check_token(name) {
@@ -166,7 +220,13 @@ fn validate_alias(alias: &AliasSpec, at: &str, versions: &HashSet<&str>, issues:
     }
 }
 
-fn check_additional_version(alias: &AliasSpec, version: &str, versions: &HashSet<&str>, at: &str, issues: &mut Issues) {
+fn check_additional_version(
+    alias: &AliasSpec,
+    version: &str,
+    versions: &HashSet<&str>,
+    at: At<'_>,
+    issues: &mut Issues,
+) {
     if version.eq_ignore_ascii_case("latest") {
         issues.push(at, "an additional version cannot be latest");
     } else if version == alias.version {
@@ -176,68 +236,68 @@ fn check_additional_version(alias: &AliasSpec, version: &str, versions: &HashSet
     }
 }
 
-fn validate_rule(rule: &RuleSpec, at: &str, issues: &mut Issues) {
+fn validate_rule(rule: &RuleSpec, at: At<'_>, issues: &mut Issues) {
     if !rule.rule_type.eq_ignore_ascii_case("header") {
-        issues.push(format!("{at}.rule_type"), format!("must be \"Header\", got \"{}\"", rule.rule_type));
+        issues.push(at.field("rule_type"), format!("must be \"Header\", got \"{}\"", rule.rule_type));
     }
     if let Err(why) = check_token(&rule.param) {
-        issues.push(format!("{at}.param"), why);
+        issues.push(at.field("param"), why);
     }
     match rule.op.as_str() {
         "=" => {
             if rule.value.is_empty() {
-                issues.push(format!("{at}.value"), "must not be empty");
+                issues.push(at.field("value"), "must not be empty");
             }
         }
         "in" => {
             if rule.value.split(',').any(|v| v.trim().is_empty()) {
-                issues.push(format!("{at}.value"), "must be comma-separated non-empty values");
+                issues.push(at.field("value"), "must be comma-separated non-empty values");
             }
         }
-        other => issues.push(format!("{at}.op"), format!("must be \"=\" or \"in\", got \"{other}\"")),
+        other => issues.push(at.field("op"), format!("must be \"=\" or \"in\", got \"{other}\"")),
     }
     if http::HeaderValue::from_str(&rule.value).is_err() {
-        issues.push(format!("{at}.value"), "must be printable ASCII");
+        issues.push(at.field("value"), "must be printable ASCII");
     }
 }
 
-fn validate_trigger(
-    function: &FunctionSpec,
-    trigger: &TriggerSpec,
-    at: &str,
+fn validate_trigger<'a>(
+    function: &'a FunctionSpec,
+    trigger: &'a TriggerSpec,
+    at: At<'a>,
     versions: &HashSet<&str>,
     aliases: &HashSet<&str>,
-    trigger_paths: &mut HashMap<String, String>,
+    trigger_paths: &mut HashMap<String, At<'a>>,
     issues: &mut Issues,
 ) {
     let target = trigger.target.as_str();
     if target != "latest" && !versions.contains(target) && !aliases.contains(target) {
         issues.push(
-            format!("{at}.target"),
+            at.field("target"),
             format!("\"{target}\" is neither latest, a version nor an alias of \"{}\"", function.name),
         );
     }
     if let Some(name) = &trigger.name
         && let Err(why) = check_trigger_name(name)
     {
-        issues.push(format!("{at}.name"), why);
+        issues.push(at.field("name"), why);
     }
     if let Some(method) = &trigger.req_method
         && !matches!(method.as_str(), "ANY" | "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS")
     {
         issues.push(
-            format!("{at}.req_method"),
+            at.field("req_method"),
             format!("must be ANY, GET, POST, PUT, DELETE, PATCH, HEAD or OPTIONS, got \"{method}\""),
         );
     }
     let path = trigger.effective_path(&function.name);
-    let path_at = if trigger.path.is_some() { format!("{at}.path") } else { at.to_owned() };
+    let path_at = if trigger.path.is_some() { at.field("path") } else { at.to_owned() };
     if let Err(why) = check_trigger_path(&path) {
         issues.push(path_at, why);
     } else if let Some(owner) = trigger_paths.get(&path) {
         issues.push(path_at, format!("path \"{path}\" is already used by {owner}"));
     } else {
-        trigger_paths.insert(path, at.to_owned());
+        trigger_paths.insert(path, at);
     }
 }
 

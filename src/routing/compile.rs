@@ -34,18 +34,24 @@ pub fn compile(
     policy: &UpstreamPolicy,
 ) -> Result<RoutingTable, CompileError> {
     let spec = routes.spec();
-    let mut health: FxHashMap<String, Arc<UpstreamHealth>> = FxHashMap::default();
-    for upstream in previous.into_iter().flat_map(|table| table.upstreams()) {
-        if upstream.health.same_policy(policy) {
-            health.insert(upstream.health.authority().to_owned(), Arc::clone(&upstream.health));
-        }
-    }
+    // Upstream health carried over from the previous table, looked up without allocating.
+    let carried: FxHashMap<&str, &Arc<UpstreamHealth>> = previous
+        .into_iter()
+        .flat_map(|table| table.upstreams())
+        .filter(|upstream| upstream.health.same_policy(policy))
+        .map(|upstream| (upstream.health.authority(), &upstream.health))
+        .collect();
+    let mut fresh: FxHashMap<String, Arc<UpstreamHealth>> = FxHashMap::default();
     let mut health_of = |authority: &str| {
-        Arc::clone(
-            health
-                .entry(authority.to_owned())
-                .or_insert_with(|| Arc::new(UpstreamHealth::new(authority, policy.clone()))),
-        )
+        if let Some(health) = carried.get(authority) {
+            return Arc::clone(health);
+        }
+        if let Some(health) = fresh.get(authority) {
+            return Arc::clone(health);
+        }
+        let health = Arc::new(UpstreamHealth::new(authority, policy.clone()));
+        fresh.insert(authority.to_owned(), Arc::clone(&health));
+        health
     };
     let mut functions = Vec::with_capacity(spec.functions.len());
     let mut function_index = FxHashMap::default();

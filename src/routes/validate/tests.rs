@@ -144,3 +144,13 @@ fn json_is_accepted_as_yaml() {
         "aliases": [{"name": "canary", "version": "v1"}], "triggers": [{"target": "canary"}]}]}"#;
     assert!(problems(doc).is_empty());
 }
+
+#[test]
+fn json_errors_name_the_line_and_field() {
+    let doc =
+        "{\"project_id\": \"p\",\n \"functions\": [{\"name\": \"a\",\n   \"upstream\": \"http://x\", \"timeout\": 3}]}";
+    let got = problems(doc);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("routes.yaml:3: functions[0]"), "{got:?}");
+    assert!(got[0].contains("unknown field `timeout`"), "{got:?}");
+}
