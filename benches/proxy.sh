@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# graygate-only measurements for the performance targets that the side-by-side harness
+# (../shared/perf/run.sh) does not cover. Each pair is interleaved over ROUNDS rounds and
+# compared by its median, in the same run:
+#   scale    proxy CPU µs/request with a 100,000-trigger routes file vs a 3-trigger one
+#   storm    wrk p99 at c=16: quiet vs a reload every 100 ms (the file alternates two splits)
+#   memory   RSS with 10,000 functions loaded; RSS per idle keep-alive client connection
+# Usage: benches/proxy.sh [scale|storm|memory]...   Needs wrk and nginx (nginx-light) for the
+# upstream; uses target/release/graygate (cargo build --release). Prints a Markdown summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${GRAYGATE_BIN:-target/release/graygate}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+wait_http() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+UP1=$(free_port); UP2=$(free_port)
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/up.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/nginx/up.pid; error_log $WORK/nginx/up.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  client_body_temp_path $WORK/nginx/b; proxy_temp_path $WORK/nginx/p; fastcgi_temp_path $WORK/nginx/f;
+  uwsgi_temp_path $WORK/nginx/u; scgi_temp_path $WORK/nginx/s;
+  server { listen 127.0.0.1:$UP1; location / { return 200 "v1"; } }
+  server { listen 127.0.0.1:$UP2; location / { return 200 "v2"; } } }
+EOF
+taskset -c 1 nginx -p "$WORK/nginx/" -c "$WORK/nginx/up.conf" & PIDS+=($!)
+wait_http "http://127.0.0.1:$UP1/"
+
+# routes FILE N WEIGHT: N functions fn0..fn(N-1) (JSON), each with a 90/10-style alias.
+routes() {
+  python3 - "$1" "$2" "$3" "$UP1" "$UP2" <<'PY'
+import json, sys
+path, n, weight, up1, up2 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+functions = [{"name": f"fn{i}", "upstream": f"http://127.0.0.1:{up1}",
+              "versions": [{"version": "v1", "upstream": f"http://127.0.0.1:{up1}"},
+                           {"version": "v2", "upstream": f"http://127.0.0.1:{up2}"}],
+              "aliases": [{"name": "canary", "version": "v1", "additional_version_weights": {"v2": weight},
+                           "additional_version_strategy": {"v2": {"combine_type": "and", "rules": [
+                               {"rule_type": "Header", "param": "x-canary", "op": "=", "value": "v2"}]}}}],
+              "triggers": [{"target": "canary"}]} for i in range(n)]
+json.dump({"project_id": "p", "region": "local", "functions": functions}, open(path + ".tmp", "w"))
+import os; os.replace(path + ".tmp", path)
+PY
+}
+
+GW_PID=0; GW=0; ADMIN=0
+start() { # DIR FUNCTIONS
+  GW=$(free_port); ADMIN=$(free_port)
+  mkdir -p "$1"
+  routes "$1/routes.json" "$2" 10
+  echo "{\"listen\": \"127.0.0.1:$GW\", \"admin_listen\": \"127.0.0.1:$ADMIN\", \"routes\": \"routes.json\", \"reload\": {\"debounce_ms\": 20, \"poll_ms\": 60000}}" >"$1/graygate.yaml"
+  TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" serve --config "$1/graygate.yaml" >"$1/log" 2>&1 & GW_PID=$!
+  PIDS+=("$GW_PID")
+  wait_http "http://127.0.0.1:$ADMIN/readyz"
+}
+
+check_scale() {
+  start "$WORK/small" 3; local small_pid=$GW_PID small_port=$GW
+  start "$WORK/large" 100000; local large_pid=$GW_PID large_port=$GW
+  local small=() large=()
+  for round in $(seq "$ROUNDS"); do
+    for which in small large; do
+      local pid port path
+      if [ $which = small ]; then pid=$small_pid port=$small_port path=/fn1-canary; else pid=$large_pid port=$large_port path=/fn54321-canary; fi
+      taskset -c 1 wrk -t1 -c64 -d1s "http://127.0.0.1:$port$path" >/dev/null
+      local t0 n t1
+      t0=$(cpu_ticks "$pid")
+      n=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port$path" | awk '/requests in/ {print $1}')
+      t1=$(cpu_ticks "$pid")
+      local us; us=$(python3 -c "print(round(($t1 - $t0) * 10000 / $n, 2))")
+      if [ $which = small ]; then small+=("$us"); else large+=("$us"); fi
+    done
+  done
+  local ms ml; ms=$(printf '%s\n' "${small[@]}" | median); ml=$(printf '%s\n' "${large[@]}" | median)
+  echo "| scale | proxy CPU µs/req, 3 triggers | $ms | 100,000 triggers | $ml | ratio $(python3 -c "print(round($ml / $ms, 3))") |"
+  kill "$small_pid" "$large_pid"
+}
+
+check_storm() {
+  start "$WORK/storm" 1000
+  local quiet=() storm=()
+  for round in $(seq "$ROUNDS"); do
+    quiet+=("$(taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" --latency "http://127.0.0.1:$GW/fn7-canary" | awk '$1 == "99%" {print $2}')")
+    ( end=$((SECONDS + DURATION + 1)); w=10
+      while [ $SECONDS -lt $end ]; do routes "$WORK/storm/routes.json" 1000 $w; w=$((30 - w)); sleep 0.1; done ) &
+    local storm_pid=$!
+    storm+=("$(taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" --latency "http://127.0.0.1:$GW/fn7-canary" | awk '$1 == "99%" {print $2}')")
+    wait "$storm_pid"
+  done
+  to_us() { sed -E 's/us$//; s/^([0-9.]+)ms$/\1 1000/; s/^([0-9.]+)s$/\1 1000000/' | awk '{print ($2 ? $1 * $2 : $1)}'; }
+  local q s; q=$(printf '%s\n' "${quiet[@]}" | to_us | median); s=$(printf '%s\n' "${storm[@]}" | to_us | median)
+  local reloads; reloads=$(curl -s "http://127.0.0.1:$ADMIN/metrics" | awk '/^graygate_config_reloads_total\{result="success"\}/ {print $2}')
+  echo "| storm | p99 µs quiet (c=16) | $q | reload every 100 ms | $s | ratio $(python3 -c "print(round($s / $q, 3))") ($reloads reloads) |"
+  kill "$GW_PID"
+}
+
+check_memory() {
+  start "$WORK/memory" 10000
+  local rss; rss=$(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status")
+  python3 - "$GW" "$GW_PID" "$rss" <<'PY'
+import socket, sys, time
+port, pid, rss_loaded = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+def rss():
+    return int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")).split()[1])
+# Warm the allocator with one connection's worth of work first.
+def request(s):
+    s.sendall(b"GET /fn1-canary HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while not data.endswith(b"v1") and not data.endswith(b"v2"):
+        data += s.recv(4096)
+warm = socket.create_connection(("127.0.0.1", port)); request(warm)
+time.sleep(0.2); before = rss()
+conns = []
+for _ in range(2000):
+    s = socket.create_connection(("127.0.0.1", port)); request(s); conns.append(s)
+time.sleep(0.5); after = rss()
+print(f"| memory | RSS with 10,000 functions | {rss_loaded / 1024:.1f} MiB | per idle keep-alive connection (2,000 open) | {(after - before) / 2000:.1f} KiB | |")
+PY
+  kill "$GW_PID"
+}
+
+echo "| check | measure | value | vs | value | |"
+echo "|---|---|---:|---|---:|---|"
+checks=("$@")
+[ ${#checks[@]} -eq 0 ] && checks=(scale storm memory)
+for check in "${checks[@]}"; do "check_$check"; done
