@@ -122,7 +122,7 @@ impl RoutesStore {
             Loaded::Unchanged => ReloadOutcome::Unchanged,
             Loaded::Compiled(content_hash, table) => {
                 let generation = table.generation();
-                self.metrics.reload_succeeded(generation, table.source().spec());
+                self.record_applied(&table).await;
                 self.publish(table);
                 *state = FileState { applied_hash: content_hash, rejected_hash: None };
                 ReloadOutcome::Applied { generation }
@@ -137,6 +137,16 @@ impl RoutesStore {
 }
 
 impl RoutesStore {
+    /// Updates the configuration metrics for a table about to be published. Refreshing the
+    /// weight gauges of thousands of aliases takes milliseconds: not on a request thread.
+    async fn record_applied(&self, table: &RoutingTable) {
+        let (metrics, routes, generation) = (self.metrics.clone(), Arc::clone(table.source()), table.generation());
+        let update = tokio::task::spawn_blocking(move || metrics.reload_succeeded(generation, routes.spec()));
+        if let Err(error) = update.await {
+            tracing::error!(%error, "configuration metrics not updated");
+        }
+    }
+
     /// Makes `table` the one in force and retires the previous one.
     fn publish(&self, table: RoutingTable) {
         let previous = self.table.swap(Arc::new(table));
@@ -188,7 +198,7 @@ impl RoutesStore {
             Err(join_error) => return Err(ApplyError::Internal(join_error.to_string())),
         };
         let generation = table.generation();
-        self.metrics.reload_succeeded(generation, table.source().spec());
+        self.record_applied(&table).await;
         self.publish(table);
         *state = FileState { applied_hash: content_hash, rejected_hash: None };
         tracing::info!(generation, "routes changed through the management API");
