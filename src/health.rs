@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Outlier detection and connection limits for every upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamPolicy {
     pub consecutive_failures: u32,
     pub ejection: Duration,
@@ -103,9 +103,7 @@ impl UpstreamHealth {
 
     /// The same upstream under a new policy keeps its state only if the policy is unchanged.
     pub fn same_policy(&self, policy: &UpstreamPolicy) -> bool {
-        self.policy.consecutive_failures == policy.consecutive_failures
-            && self.policy.ejection == policy.ejection
-            && self.policy.max_connections == policy.max_connections
+        self.policy == *policy
     }
 }
 

@@ -103,6 +103,7 @@ impl Gateway {
                 return error.into_response(&request_id);
             }
         };
+        // The sanitised path may borrow the request's URI: release it before the rewrite.
         drop(path);
         let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.limits.max_body_bytes) {

@@ -84,10 +84,6 @@ impl ValidRoutes {
     pub fn spec(&self) -> &RoutesFile {
         &self.0
     }
-
-    pub fn into_spec(self) -> RoutesFile {
-        self.0
-    }
 }
 
 /// A document whose first significant character opens a JSON object.

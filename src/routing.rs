@@ -137,10 +137,6 @@ impl RoutingTable {
         &self.source
     }
 
-    pub fn trigger_count(&self) -> usize {
-        self.triggers.len()
-    }
-
     /// The trigger whose path is the longest `/`-bounded prefix of `path`.
     pub fn find_trigger<'r>(&self, path: &'r str) -> Option<(&Trigger, &'r str)> {
         if !path.starts_with('/') {
@@ -211,10 +207,6 @@ impl RoutingTable {
 // === impl Function ===
 
 impl Function {
-    pub fn version_names(&self) -> impl Iterator<Item = &str> {
-        self.versions.iter().map(|v| &*v.name)
-    }
-
     fn alias_named(&self, name: &str) -> Option<&Alias> {
         self.aliases.iter().find(|a| &*a.name == name)
     }
@@ -290,10 +282,6 @@ impl Upstream {
             path.push_str(query);
         }
         Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(path).build()
-    }
-
-    pub fn authority(&self) -> &Authority {
-        &self.authority
     }
 }
 
