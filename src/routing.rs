@@ -143,10 +143,7 @@ impl RoutingTable {
             return None;
         }
         // Cut the path to the deepest trigger's depth: deeper prefixes cannot match.
-        let mut end = path.len();
-        if let Some((cut, _)) = path.match_indices('/').nth(self.max_depth) {
-            end = cut;
-        }
+        let end = path.bytes().enumerate().filter(|(_, b)| *b == b'/').nth(self.max_depth).map_or(path.len(), |(at, _)| at);
         let mut candidate = &path[..end];
         loop {
             let key = if candidate.is_empty() { "/" } else { candidate };
