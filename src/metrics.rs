@@ -4,14 +4,17 @@
 //! table (see `routing::Route`), so the request path does no label hashing for the common
 //! 200 answer; other status codes take the labelled lookup.
 
+mod weights;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::routes::RoutesFile;
+use crate::routing::RoutingTable;
 
 /// Request latency buckets, in seconds: sub-millisecond proxies up to 30 s functions.
 const DURATION_BUCKETS: &[f64] =
@@ -25,7 +28,6 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     reloads: IntCounterVec,
     generation: IntGauge,
-    alias_weight: IntGaugeVec,
     ejections: IntCounterVec,
     fallbacks: IntCounterVec,
 }
@@ -73,13 +75,6 @@ impl Metrics {
             "graygate_config_generation",
             "Generation of the routing table in use (rises on every applied change)",
         )?;
-        let alias_weight = IntGaugeVec::new(
-            Opts::new(
-                "graygate_alias_weight_percent",
-                "Configured share of an alias's traffic per version, in percent",
-            ),
-            &["function", "alias", "version"],
-        )?;
         let ejections = IntCounterVec::new(
             Opts::new("graygate_upstream_ejections_total", "Upstreams ejected after consecutive failures"),
             &["upstream"],
@@ -98,21 +93,10 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
-        registry.register(Box::new(alias_weight.clone()))?;
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
-        Ok(Metrics {
-            registry,
-            requests,
-            duration,
-            upstream_errors,
-            reloads,
-            generation,
-            alias_weight,
-            ejections,
-            fallbacks,
-        })
+        Ok(Metrics { registry, requests, duration, upstream_errors, reloads, generation, ejections, fallbacks })
     }
 
     pub fn route(&self, function: &str, target: &str, version: &str) -> RouteMetrics {
@@ -153,28 +137,18 @@ impl Metrics {
         self.fallbacks.with_label_values(&[function, alias, version]).inc();
     }
 
-    pub fn reload_succeeded(&self, generation: u64, routes: &RoutesFile) {
+    /// Exports the configured splits of whichever table `table` holds when scraped.
+    pub fn watch_routes(&self, table: Arc<ArcSwap<RoutingTable>>) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(weights::AliasWeights::new(table)?))
+    }
+
+    pub fn reload_succeeded(&self, generation: u64) {
         self.reloads.with_label_values(&["success"]).inc();
         self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
-        self.publish_weights(routes);
     }
 
     pub fn reload_failed(&self) {
         self.reloads.with_label_values(&["failure"]).inc();
-    }
-
-    /// Replaces the configured-split gauges, dropping aliases that no longer exist.
-    fn publish_weights(&self, routes: &RoutesFile) {
-        self.alias_weight.reset();
-        for function in &routes.functions {
-            for alias in &function.aliases {
-                let extra: i64 = alias.additional_version_weights.values().sum();
-                self.alias_weight.with_label_values(&[&function.name, &alias.name, &alias.version]).set(100 - extra);
-                for (version, weight) in &alias.additional_version_weights {
-                    self.alias_weight.with_label_values(&[&function.name, &alias.name, version]).set(*weight);
-                }
-            }
-        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -143,7 +143,8 @@ impl RoutingTable {
             return None;
         }
         // Cut the path to the deepest trigger's depth: deeper prefixes cannot match.
-        let end = path.bytes().enumerate().filter(|(_, b)| *b == b'/').nth(self.max_depth).map_or(path.len(), |(at, _)| at);
+        let end =
+            path.bytes().enumerate().filter(|(_, b)| *b == b'/').nth(self.max_depth).map_or(path.len(), |(at, _)| at);
         let mut candidate = &path[..end];
         loop {
             let key = if candidate.is_empty() { "/" } else { candidate };

@@ -25,7 +25,8 @@ const SETTLE_ATTEMPTS: usize = 5;
 
 /// The published routing table and what is known about the file it came from.
 pub struct RoutesStore {
-    table: ArcSwap<RoutingTable>,
+    /// Shared with the metrics registry, which reads the configured splits from it.
+    table: Arc<ArcSwap<RoutingTable>>,
     path: PathBuf,
     metrics: Metrics,
     /// A file that fails to parse is re-read after this long before it counts as rejected.
@@ -72,6 +73,8 @@ pub enum StoreError {
     Routes(#[from] RoutesError),
     #[error("cannot compile routes: {0}")]
     Compile(#[from] routing::CompileError),
+    #[error("cannot export the routes' metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 // === impl RoutesStore ===
@@ -82,9 +85,11 @@ impl RoutesStore {
         let source = read(path)?;
         let valid = ValidRoutes::parse(&source, &crate::routes::display_name(path))?;
         let table = routing::compile(Arc::new(valid), 1, None, &policy)?;
-        metrics.reload_succeeded(1, table.source().spec());
+        let table = Arc::new(ArcSwap::from_pointee(table));
+        metrics.watch_routes(Arc::clone(&table))?;
+        metrics.reload_succeeded(1);
         Ok(RoutesStore {
-            table: ArcSwap::from_pointee(table),
+            table,
             path: path.to_owned(),
             metrics,
             settle,
@@ -122,7 +127,6 @@ impl RoutesStore {
             Loaded::Unchanged => ReloadOutcome::Unchanged,
             Loaded::Compiled(content_hash, table) => {
                 let generation = table.generation();
-                self.record_applied(&table).await;
                 self.publish(table);
                 *state = FileState { applied_hash: content_hash, rejected_hash: None };
                 ReloadOutcome::Applied { generation }
@@ -134,22 +138,12 @@ impl RoutesStore {
             }
         }
     }
-}
-
-impl RoutesStore {
-    /// Updates the configuration metrics for a table about to be published. Refreshing the
-    /// weight gauges of thousands of aliases takes milliseconds: not on a request thread.
-    async fn record_applied(&self, table: &RoutingTable) {
-        let (metrics, routes, generation) = (self.metrics.clone(), Arc::clone(table.source()), table.generation());
-        let update = tokio::task::spawn_blocking(move || metrics.reload_succeeded(generation, routes.spec()));
-        if let Err(error) = update.await {
-            tracing::error!(%error, "configuration metrics not updated");
-        }
-    }
 
     /// Makes `table` the one in force and retires the previous one.
     fn publish(&self, table: RoutingTable) {
+        let generation = table.generation();
         let previous = self.table.swap(Arc::new(table));
+        self.metrics.reload_succeeded(generation);
         let unused = {
             let mut retired = self.retired.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             retired.push(previous);
@@ -198,7 +192,6 @@ impl RoutesStore {
             Err(join_error) => return Err(ApplyError::Internal(join_error.to_string())),
         };
         let generation = table.generation();
-        self.record_applied(&table).await;
         self.publish(table);
         *state = FileState { applied_hash: content_hash, rejected_hash: None };
         tracing::info!(generation, "routes changed through the management API");
@@ -233,6 +226,17 @@ fn load(
     let name = crate::routes::display_name(path);
     let mut attempt = 0;
     let (content_hash, valid) = loop {
+        // Events for other files in the directory are common (a log beside the routes):
+        // deciding "unchanged" streams the file through the hash instead of holding it.
+        if !force {
+            match hash_file(path) {
+                Ok(unchanged) if unchanged == known.applied_hash || Some(unchanged) == known.rejected_hash => {
+                    return Loaded::Unchanged;
+                }
+                Ok(_) => {}
+                Err(error) => return Loaded::Rejected(hash_unknown(), error),
+            }
+        }
         let source = match read(path) {
             Ok(source) => source,
             Err(error) => return Loaded::Rejected(hash_unknown(), error),
@@ -248,7 +252,7 @@ fn load(
                 // only content that stays the same across a settle period is rejected.
                 attempt += 1;
                 std::thread::sleep(settle);
-                let settled = read(path).map(|s| hash(&s) == content_hash).unwrap_or(true);
+                let settled = hash_file(path).map(|now| now == content_hash).unwrap_or(true);
                 if settled || attempt >= SETTLE_ATTEMPTS {
                     return Loaded::Rejected(content_hash, error);
                 }
@@ -262,17 +266,52 @@ fn load(
 }
 
 fn read(path: &Path) -> Result<String, RoutesError> {
-    std::fs::read_to_string(path).map_err(|error| {
-        RoutesError::single(&crate::routes::display_name(path), None, "", format!("cannot read: {error}"))
-    })
+    std::fs::read_to_string(path).map_err(|error| cannot_read(path, &error))
+}
+
+fn cannot_read(path: &Path, error: &std::io::Error) -> RoutesError {
+    RoutesError::single(&crate::routes::display_name(path), None, "", format!("cannot read: {error}"))
 }
 
 fn hash(source: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(source.as_bytes())
 }
 
+/// The same hash as [`hash`] of the file's content, read in chunks.
+fn hash_file(path: &Path) -> Result<u64, RoutesError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|error| cannot_read(path, &error))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(hasher.digest()),
+            Ok(n) => hasher.update(&chunk[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(cannot_read(path, &error)),
+        }
+    }
+}
+
 /// An unreadable file has no content hash; a value no real file hashes to keeps it
 /// from suppressing the next attempt.
 fn hash_unknown() -> u64 {
     u64::MAX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_streamed_through_the_hash_hashes_as_its_content() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let path = dir.path().join("routes.json");
+        // Larger than one chunk and not a multiple of it.
+        let content: String = (0..40_000).map(|i| format!("{i},")).collect();
+        std::fs::write(&path, &content).unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(content.len() > 3 * 64 * 1024);
+        assert_eq!(hash_file(&path).ok(), Some(hash(&content)));
+        assert!(hash_file(&dir.path().join("missing.json")).is_err());
+    }
 }

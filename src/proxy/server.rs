@@ -145,7 +145,9 @@ async fn connection<H, F>(
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = ConnIo::new(bytes::Bytes::new(), tls);
-            serve_io(io, h2, peer, shared, &activity, stop, aborted).await;
+            // Boxed: a TLS session is kilobytes, and unboxed it would size every plain
+            // connection's task too (an idle keep-alive connection's memory is mostly that).
+            Box::pin(serve_io(io, h2, peer, shared, &activity, stop, aborted)).await;
         }
         None => {
             let Some((prefix, h2)) = detect(&mut stream, shared.settings.header_read).await else {
@@ -189,16 +191,19 @@ async fn serve_io<IO, H, F>(
     let service = service_fn(|request| {
         let in_flight = activity.begin();
         let response = (shared.handler)(request, peer);
-        async move {
+        // Boxed per request: hyper keeps a slot the size of this future for the whole
+        // connection, and the proxy's future is kilobytes that an idle connection need not hold.
+        Box::pin(async move {
             let response = response.await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let idle = shared.settings.keepalive_idle;
     if h2 {
         let connection = shared.h2.serve_connection(TokioIo::new(io), service);
-        drive(connection, activity, idle, stop, aborted, peer).await;
+        // Boxed for the same reason as the TLS session: HTTP/1 connections are the many.
+        Box::pin(drive(connection, activity, idle, stop, aborted, peer)).await;
     } else {
         let connection = shared.h1.serve_connection(TokioIo::new(io), service);
         drive(connection, activity, idle, stop, aborted, peer).await;

@@ -47,10 +47,15 @@ pub fn yaml_files(relative: &str) -> Vec<PathBuf> {
     out
 }
 
-/// The metric names src/metrics.rs registers, with a histogram's `_bucket`, `_sum` and
-/// `_count` series in place of its own name.
+/// The metric names src/metrics.rs and its submodules register, with a histogram's
+/// `_bucket`, `_sum` and `_count` series in place of its own name.
 pub fn exported_metrics() -> BTreeSet<String> {
-    let source = read("src/metrics.rs");
+    let mut source = read("src/metrics.rs");
+    let submodules = std::fs::read_dir(repo().join("src/metrics")).unwrap_or_else(|e| panic!("src/metrics: {e}"));
+    for entry in submodules {
+        let path = entry.unwrap_or_else(|e| panic!("src/metrics: {e}")).path();
+        source.push_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    }
     let mut names = BTreeSet::new();
     for (at, _) in source.match_indices("\"graygate_") {
         let rest = &source[at + 1..];
