@@ -6,8 +6,9 @@
 //! are unique and canonical). Every problem is collected with its field path, so one run
 //! reports all of them.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::file::{AliasSpec, FunctionSpec, RoutesFile, RuleSpec, TriggerSpec};
 
@@ -96,8 +97,10 @@ fn validate_file<'a>(file: &'a RoutesFile) -> Vec<Issue> {
     if let Err(why) = check_identifier(&file.region) {
         issues.push("region", why);
     }
-    let mut function_names = HashSet::new();
-    let mut trigger_paths: HashMap<String, At<'a>> = HashMap::new();
+    let mut function_names = FxHashSet::default();
+    function_names.reserve(file.functions.len());
+    let mut trigger_paths: FxHashMap<String, At<'a>> = FxHashMap::default();
+    trigger_paths.reserve(file.functions.len());
     for (i, function) in file.functions.iter().enumerate() {
         let at = At::ROOT.field("functions").index(i);
         if !function_names.insert(function.name.as_str()) {
@@ -111,7 +114,7 @@ fn validate_file<'a>(file: &'a RoutesFile) -> Vec<Issue> {
 fn validate_function<'a>(
     function: &'a FunctionSpec,
     at: At<'a>,
-    trigger_paths: &mut HashMap<String, At<'a>>,
+    trigger_paths: &mut FxHashMap<String, At<'a>>,
     issues: &mut Issues,
 ) {
     if let Err(why) = check_name(&function.name) {
@@ -129,7 +132,7 @@ fn validate_function<'a>(
         issues.push(at.field("timeout_ms"), format!("must be between 1 and {MAX_TIMEOUT_MS}, got {timeout}"));
     }
 
-    let mut versions = HashSet::new();
+    let mut versions = FxHashSet::default();
     for (j, version) in function.versions.iter().enumerate() {
         let vat = at.field("versions").index(j);
         if let Err(why) = check_version_name(&version.version) {
@@ -148,7 +151,7 @@ fn validate_function<'a>(
             format!("a function has at most {MAX_ALIASES_PER_FUNCTION} aliases, got {}", function.aliases.len()),
         );
     }
-    let mut aliases = HashSet::new();
+    let mut aliases = FxHashSet::default();
     for (j, alias) in function.aliases.iter().enumerate() {
         let aat = at.field("aliases").index(j);
         if let Err(why) = check_name(&alias.name) {
@@ -161,7 +164,7 @@ fn validate_function<'a>(
         validate_alias(alias, aat, &versions, issues);
     }
 
-    let mut trigger_names = HashSet::new();
+    let mut trigger_names = FxHashSet::default();
     for (j, trigger) in function.triggers.iter().enumerate() {
         let tat = at.field("triggers").index(j);
         validate_trigger(function, trigger, tat, &versions, &aliases, trigger_paths, issues);
@@ -174,7 +177,7 @@ fn validate_function<'a>(
     }
 }
 
-fn validate_alias<'a>(alias: &'a AliasSpec, at: At<'a>, versions: &HashSet<&str>, issues: &mut Issues) {
+fn validate_alias<'a>(alias: &'a AliasSpec, at: At<'a>, versions: &FxHashSet<&str>, issues: &mut Issues) {
     if alias.version != "latest" && !versions.contains(alias.version.as_str()) {
         issues.push(at.field("version"), format!("version \"{}\" does not exist", alias.version));
     }
@@ -223,7 +226,7 @@ fn validate_alias<'a>(alias: &'a AliasSpec, at: At<'a>, versions: &HashSet<&str>
 fn check_additional_version(
     alias: &AliasSpec,
     version: &str,
-    versions: &HashSet<&str>,
+    versions: &FxHashSet<&str>,
     at: At<'_>,
     issues: &mut Issues,
 ) {
@@ -265,9 +268,9 @@ fn validate_trigger<'a>(
     function: &'a FunctionSpec,
     trigger: &'a TriggerSpec,
     at: At<'a>,
-    versions: &HashSet<&str>,
-    aliases: &HashSet<&str>,
-    trigger_paths: &mut HashMap<String, At<'a>>,
+    versions: &FxHashSet<&str>,
+    aliases: &FxHashSet<&str>,
+    trigger_paths: &mut FxHashMap<String, At<'a>>,
     issues: &mut Issues,
 ) {
     let target = trigger.target.as_str();

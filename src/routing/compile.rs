@@ -12,7 +12,7 @@ use http::{HeaderName, Method};
 use rustc_hash::FxHashMap;
 
 use super::rules::RuleSet;
-use super::split::{Slot, Split};
+use super::split::{Plans, Slot};
 use super::{Alias, Function, Route, RoutingTable, StickyKey, Trigger, Upstream, Version};
 use crate::health::{UpstreamHealth, UpstreamPolicy};
 use crate::routes::{AliasSpec, FunctionSpec, ValidRoutes};
@@ -53,16 +53,18 @@ pub fn compile(
         fresh.insert(authority.to_owned(), Arc::clone(&health));
         health
     };
+    let trigger_count = spec.functions.iter().map(|f| f.triggers.len()).sum();
     let mut functions = Vec::with_capacity(spec.functions.len());
-    let mut function_index = FxHashMap::default();
-    let mut triggers = Vec::new();
-    let mut trigger_index = FxHashMap::default();
+    let mut function_index = FxHashMap::with_capacity_and_hasher(spec.functions.len(), Default::default());
+    let mut triggers = Vec::with_capacity(trigger_count);
+    let mut trigger_index = FxHashMap::with_capacity_and_hasher(trigger_count, Default::default());
     let mut max_depth = 0;
+    let mut plans = Plans::default();
 
     for function_spec in &spec.functions {
         let function_id = functions.len() as u32;
         let earlier = previous.and_then(|table| table.function(&function_spec.name));
-        let function = compile_function(function_spec, earlier, &mut health_of)?;
+        let function = compile_function(function_spec, earlier, &mut health_of, &mut plans)?;
         for trigger_spec in &function_spec.triggers {
             let path = trigger_spec.effective_path(&function_spec.name);
             let trigger = Trigger {
@@ -98,6 +100,7 @@ fn compile_function(
     spec: &FunctionSpec,
     earlier: Option<&Function>,
     health_of: &mut impl FnMut(&str) -> Arc<UpstreamHealth>,
+    plans: &mut Plans,
 ) -> Result<Function, CompileError> {
     let mut versions = Vec::with_capacity(spec.versions.len() + 1);
     versions.push(version("latest", &spec.upstream, health_of)?);
@@ -112,7 +115,7 @@ fn compile_function(
                 .and_then(|f| f.alias_named(&alias.name))
                 .map(|a| a.split.cursor().clone())
                 .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
-            compile_alias(alias, &versions, cursor)
+            compile_alias(alias, &versions, cursor, plans)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Function {
@@ -135,7 +138,12 @@ fn version(
     Ok(Version { name: name.into(), header, upstream })
 }
 
-fn compile_alias(spec: &AliasSpec, versions: &[Version], cursor: Arc<AtomicU64>) -> Result<Alias, CompileError> {
+fn compile_alias(
+    spec: &AliasSpec,
+    versions: &[Version],
+    cursor: Arc<AtomicU64>,
+    plans: &mut Plans,
+) -> Result<Alias, CompileError> {
     let missing = |version: &str| CompileError {
         what: format!("alias {}", spec.name),
         detail: format!("unknown version {version}"),
@@ -181,7 +189,7 @@ fn compile_alias(spec: &AliasSpec, versions: &[Version], cursor: Arc<AtomicU64>)
         name: spec.name.as_str().into(),
         versions: slots.into_boxed_slice(),
         strategy: strategy.into_boxed_slice(),
-        split: Split::new(&weights, cursor),
+        split: plans.split(&weights, cursor),
         sticky,
     })
 }

@@ -10,21 +10,34 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustc_hash::FxHashMap;
+
 /// One cycle of the rotation, in requests (weights are percentages).
 pub const CYCLE: usize = 100;
 
 /// Slot 0 is the alias's own version; slot k ≥ 1 is its k-th additional version.
 pub type Slot = u8;
 
-/// A compiled split: the rotation schedule, the sticky bucket map and the shared cursor.
+/// A compiled split: the shared plan for its weights and this alias's own cursor.
 #[derive(Debug)]
 pub struct Split {
-    schedule: [Slot; CYCLE],
-    buckets: [Slot; CYCLE],
+    plan: Arc<Plan>,
     /// Shared with the previous table of the same alias, so a reload does not restart
     /// the cycle (and skew the split) on every config change.
     cursor: Arc<AtomicU64>,
 }
+
+/// The rotation schedule and sticky bucket map of one set of weights.
+#[derive(Debug)]
+struct Plan {
+    schedule: [Slot; CYCLE],
+    buckets: [Slot; CYCLE],
+}
+
+/// Plans built during one compilation, by weights. Thousands of aliases share a handful
+/// of splits (90/10, 50/50, …): each is computed and stored once, not once per alias.
+#[derive(Debug, Default)]
+pub struct Plans(FxHashMap<Box<[u8]>, Arc<Plan>>);
 
 // === impl Split ===
 
@@ -32,28 +45,53 @@ impl Split {
     /// `additional` holds the weight of slots 1..; slot 0 gets the rest of 100.
     /// The caller has validated that the weights sum to at most 100.
     pub fn new(additional: &[u8], cursor: Arc<AtomicU64>) -> Self {
-        let mut weights = Vec::with_capacity(additional.len() + 1);
-        let extra: u32 = additional.iter().map(|w| u32::from(*w)).sum();
-        weights.push(CYCLE as u32 - extra.min(CYCLE as u32));
-        weights.extend(additional.iter().map(|w| u32::from(*w)));
-        Split { schedule: smooth_schedule(&weights), buckets: bucket_map(&weights), cursor }
+        Split { plan: Arc::new(Plan::new(additional)), cursor }
     }
 
     /// The next slot of the rotation.
     #[inline]
     pub fn next(&self) -> Slot {
         let position = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.schedule[(position % CYCLE as u64) as usize]
+        self.plan.schedule[(position % CYCLE as u64) as usize]
     }
 
     /// The slot for a sticky key: the same key always lands in the same bucket.
     #[inline]
     pub fn for_key(&self, key: &[u8]) -> Slot {
-        self.buckets[bucket_of(key)]
+        self.plan.buckets[bucket_of(key)]
     }
 
     pub fn cursor(&self) -> &Arc<AtomicU64> {
         &self.cursor
+    }
+}
+
+// === impl Plan ===
+
+impl Plan {
+    fn new(additional: &[u8]) -> Self {
+        let mut weights = Vec::with_capacity(additional.len() + 1);
+        let extra: u32 = additional.iter().map(|w| u32::from(*w)).sum();
+        weights.push(CYCLE as u32 - extra.min(CYCLE as u32));
+        weights.extend(additional.iter().map(|w| u32::from(*w)));
+        Plan { schedule: smooth_schedule(&weights), buckets: bucket_map(&weights) }
+    }
+}
+
+// === impl Plans ===
+
+impl Plans {
+    /// A split with these weights (as [`Split::new`]), its plan shared with earlier ones.
+    pub fn split(&mut self, additional: &[u8], cursor: Arc<AtomicU64>) -> Split {
+        let plan = match self.0.get(additional) {
+            Some(plan) => Arc::clone(plan),
+            None => {
+                let plan = Arc::new(Plan::new(additional));
+                self.0.insert(additional.into(), Arc::clone(&plan));
+                plan
+            }
+        };
+        Split { plan, cursor }
     }
 }
 

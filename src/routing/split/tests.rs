@@ -96,7 +96,23 @@ proptest! {
     #[test]
     fn sticky_buckets_follow_the_weights(weight in 0u8..=100) {
         let s = split(if weight == 0 { &[] } else { std::slice::from_ref(&weight) });
-        let in_canary = s.buckets.iter().filter(|b| **b == 1).count();
+        let in_canary = s.plan.buckets.iter().filter(|b| **b == 1).count();
         prop_assert_eq!(in_canary, weight as usize);
     }
+}
+
+#[test]
+fn splits_of_equal_weights_share_one_plan_and_keep_their_own_cursors() {
+    let mut plans = Plans::default();
+    let first = plans.split(&[10], Arc::new(AtomicU64::new(0)));
+    let second = plans.split(&[10], Arc::new(AtomicU64::new(5)));
+    let other = plans.split(&[20], Arc::new(AtomicU64::new(0)));
+    assert!(Arc::ptr_eq(&first.plan, &second.plan));
+    assert!(!Arc::ptr_eq(&first.plan, &other.plan));
+    let alone = Split::new(&[10], Arc::new(AtomicU64::new(0)));
+    assert_eq!(first.plan.schedule, alone.plan.schedule);
+    assert_eq!(first.plan.buckets, alone.plan.buckets);
+    let picks = |split: &Split| (0..100).map(|_| split.next()).collect::<Vec<_>>();
+    assert_ne!(picks(&first)[..5], picks(&second)[..5], "each alias rotates from its own position");
+    assert_eq!(picks(&other).iter().filter(|s| **s == 1).count(), 20);
 }
