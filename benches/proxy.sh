@@ -87,11 +87,25 @@ check_scale() {
 
 check_storm() {
   start "$WORK/storm" 1000
+  routes "$WORK/storm/split10.json" 1000 10
+  routes "$WORK/storm/split20.json" 1000 20
   local quiet=() storm=()
   for round in $(seq "$ROUNDS"); do
     quiet+=("$(taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" --latency "http://127.0.0.1:$GW/fn7-canary" | awk '$1 == "99%" {print $2}')")
-    ( end=$((SECONDS + DURATION + 1)); w=10
-      while [ $SECONDS -lt $end ]; do routes "$WORK/storm/routes.json" 1000 $w; w=$((30 - w)); sleep 0.1; done ) &
+    # One writer process swapping in pre-built files, so the storm's own CPU is a file
+    # write every 100 ms, not a routes generator competing with the gateway.
+    taskset -c 1 python3 - "$WORK/storm" "$((DURATION + 1))" <<'PY' &
+import os, sys, time
+directory, seconds = sys.argv[1], float(sys.argv[2])
+contents = [open(os.path.join(directory, name), "rb").read() for name in ("split10.json", "split20.json")]
+end, turn = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    with open(os.path.join(directory, "routes.json.tmp"), "wb") as f:
+        f.write(contents[turn % 2])
+    os.replace(os.path.join(directory, "routes.json.tmp"), os.path.join(directory, "routes.json"))
+    turn += 1
+    time.sleep(0.1)
+PY
     local storm_pid=$!
     storm+=("$(taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" --latency "http://127.0.0.1:$GW/fn7-canary" | awk '$1 == "99%" {print $2}')")
     wait "$storm_pid"

@@ -18,7 +18,10 @@ use crate::metrics::Metrics;
 use crate::routes::{Issue, RoutesError, RoutesFile, ValidRoutes};
 use crate::routing::{self, RoutingTable};
 
+mod background;
 mod persist;
+
+use background::Background;
 
 /// How many times a failing file is re-read while it keeps changing under us.
 const SETTLE_ATTEMPTS: usize = 5;
@@ -35,9 +38,11 @@ pub struct RoutesStore {
     /// Serialises reloads and API writes so two never interleave.
     file: Mutex<FileState>,
     /// Tables replaced but perhaps still used by requests in flight. Freeing a table of
-    /// 10,000 functions takes tens of milliseconds: that happens here, on the blocking
-    /// pool, not in whichever request happens to drop the last reference.
+    /// 10,000 functions takes milliseconds: that happens on the background thread, not in
+    /// whichever request happens to drop the last reference.
     retired: std::sync::Mutex<Vec<Arc<RoutingTable>>>,
+    /// Where reloads and API changes parse and compile, below the requests' priority.
+    background: Background,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +80,8 @@ pub enum StoreError {
     Compile(#[from] routing::CompileError),
     #[error("cannot export the routes' metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start the background worker: {0}")]
+    Worker(#[from] std::io::Error),
 }
 
 // === impl RoutesStore ===
@@ -95,6 +102,7 @@ impl RoutesStore {
             settle,
             policy,
             retired: std::sync::Mutex::new(Vec::new()),
+            background: Background::start()?,
             file: Mutex::new(FileState { applied_hash: hash(&source), rejected_hash: None }),
         })
     }
@@ -115,12 +123,12 @@ impl RoutesStore {
         let previous = self.current();
         let known = *state;
         let (settle, policy) = (self.settle, self.policy.clone());
-        let work = tokio::task::spawn_blocking(move || load(&path, &previous, known, force, settle, &policy)).await;
+        let work = self.background.run(move || load(&path, &previous, known, force, settle, &policy)).await;
         let outcome = match work {
             Ok(outcome) => outcome,
-            Err(join_error) => Loaded::Rejected(
+            Err(lost) => Loaded::Rejected(
                 hash_unknown(),
-                RoutesError::single(&self.path.display().to_string(), None, "", join_error.to_string()),
+                RoutesError::single(&self.path.display().to_string(), None, "", lost.to_string()),
             ),
         };
         match outcome {
@@ -152,7 +160,7 @@ impl RoutesStore {
             unused
         };
         if !unused.is_empty() {
-            tokio::task::spawn_blocking(move || drop(unused));
+            self.background.spawn(move || drop(unused));
         }
     }
 
@@ -171,25 +179,27 @@ impl RoutesStore {
         let previous = self.current();
         let known = *state;
         let policy = self.policy.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let adopted = match load(&path, &previous, known, false, Duration::ZERO, &policy) {
-                Loaded::Compiled(_, table) => Some(table),
-                Loaded::Unchanged | Loaded::Rejected(..) => None,
-            };
-            let base = adopted.as_ref().unwrap_or(&previous);
-            let mut spec = base.source().spec().clone();
-            let value = change(&mut spec).map_err(ApplyError::Rejected)?;
-            let valid = ValidRoutes::new(spec).map_err(ApplyError::Invalid)?;
-            let text = render(valid.spec()).map_err(ApplyError::Internal)?;
-            let table = routing::compile(Arc::new(valid), base.generation() + 1, Some(base), &policy)
-                .map_err(|e| ApplyError::Internal(e.to_string()))?;
-            persist::write_atomically(&path, text.as_bytes()).map_err(ApplyError::Write)?;
-            Ok((value, hash(&text), table))
-        })
-        .await;
+        let work = self
+            .background
+            .run(move || {
+                let adopted = match load(&path, &previous, known, false, Duration::ZERO, &policy) {
+                    Loaded::Compiled(_, table) => Some(table),
+                    Loaded::Unchanged | Loaded::Rejected(..) => None,
+                };
+                let base = adopted.as_ref().unwrap_or(&previous);
+                let mut spec = base.source().spec().clone();
+                let value = change(&mut spec).map_err(ApplyError::Rejected)?;
+                let valid = ValidRoutes::new(spec).map_err(ApplyError::Invalid)?;
+                let text = render(valid.spec()).map_err(ApplyError::Internal)?;
+                let table = routing::compile(Arc::new(valid), base.generation() + 1, Some(base), &policy)
+                    .map_err(|e| ApplyError::Internal(e.to_string()))?;
+                persist::write_atomically(&path, text.as_bytes()).map_err(ApplyError::Write)?;
+                Ok((value, hash(&text), table))
+            })
+            .await;
         let (value, content_hash, table) = match work {
             Ok(result) => result?,
-            Err(join_error) => return Err(ApplyError::Internal(join_error.to_string())),
+            Err(lost) => return Err(ApplyError::Internal(lost.to_string())),
         };
         let generation = table.generation();
         self.publish(table);
