@@ -5,7 +5,8 @@
 #   scale    proxy CPU µs/request with a 100,000-trigger routes file vs a 3-trigger one
 #   storm    wrk p99 at c=16: quiet vs a reload every 100 ms (the file alternates two splits)
 #   memory   RSS with 10,000 functions loaded; RSS per idle keep-alive client connection
-# Usage: benches/proxy.sh [scale|storm|memory]...   Needs wrk and nginx (nginx-light) for the
+#   h2       HTTP/2 clients (h2load -c16 -m10): graygate vs nginx's http2, CPU µs/request
+# Usage: benches/proxy.sh [scale|storm|memory|h2]...   Needs wrk, h2load and nginx (nginx-light) for the
 # upstream; uses target/release/graygate (cargo build --release). Prints a Markdown summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,6 +141,56 @@ time.sleep(0.5); after = rss()
 print(f"| memory | RSS with 10,000 functions | {rss_loaded / 1024:.1f} MiB | per idle keep-alive connection (2,000 open) | {(after - before) / 2000:.1f} KiB | |")
 PY
   kill "$GW_PID"
+}
+
+# HTTP/2 clients (h2load, prior-knowledge h2c) against graygate and nginx's http2, both on
+# core 0 with one worker, the same 90/10 split to the same upstreams; interleaved rounds.
+check_h2() {
+  local ngx_port; ngx_port=$(free_port)
+  mkdir -p "$WORK/h2nginx"
+  cat >"$WORK/h2nginx/proxy.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/h2nginx/px.pid; error_log $WORK/h2nginx/px.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  client_body_temp_path $WORK/h2nginx/b; proxy_temp_path $WORK/h2nginx/p; fastcgi_temp_path $WORK/h2nginx/f;
+  uwsgi_temp_path $WORK/h2nginx/u; scgi_temp_path $WORK/h2nginx/s;
+  upstream v1 { server 127.0.0.1:$UP1; keepalive 256; }
+  upstream v2 { server 127.0.0.1:$UP2; keepalive 256; }
+  split_clients "\${request_id}" \$pool { 90% v1; * v2; }
+  server { listen 127.0.0.1:$ngx_port http2;
+    location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+  taskset -c 0 nginx -p "$WORK/h2nginx/" -c "$WORK/h2nginx/proxy.conf" &
+  local ngx_master=$!
+  PIDS+=("$ngx_master")
+  start "$WORK/h2" 3
+  wait_http "http://127.0.0.1:$GW/fn1-canary"
+  local requests=$((20000 * DURATION)) gg=() ngx=()
+  for round in $(seq "$ROUNDS"); do
+    for which in nginx graygate; do
+      local url pids
+      if [ $which = nginx ]; then
+        url="http://127.0.0.1:$ngx_port/"; pids="$ngx_master $(pgrep -P "$ngx_master" | tr '\n' ' ')"
+      else
+        url="http://127.0.0.1:$GW/fn1-canary"; pids=$GW_PID
+      fi
+      taskset -c 1 h2load -n 5000 -c 16 -m 10 "$url" >/dev/null
+      local t0=0 t1=0 p out ok rps us
+      for p in $pids; do t0=$((t0 + $(cpu_ticks "$p"))); done
+      out=$(taskset -c 1 h2load -n "$requests" -c 16 -m 10 "$url")
+      for p in $pids; do t1=$((t1 + $(cpu_ticks "$p"))); done
+      ok=$(echo "$out" | awk '/^requests:/ {print $8}')
+      rps=$(echo "$out" | awk '/^finished in/ {print $4}')
+      [ "$ok" = "$requests" ] || { echo "h2load against $which: $ok of $requests succeeded" >&2; echo "$out" >&2; }
+      us=$(python3 -c "print(round(($t1 - $t0) * 10000 / $requests, 2))")
+      if [ $which = nginx ]; then ngx+=("$us $rps"); else gg+=("$us $rps"); fi
+    done
+  done
+  local gu gr nu nr
+  gu=$(printf '%s\n' "${gg[@]}" | awk '{print $1}' | median); gr=$(printf '%s\n' "${gg[@]}" | awk '{print $2}' | median)
+  nu=$(printf '%s\n' "${ngx[@]}" | awk '{print $1}' | median); nr=$(printf '%s\n' "${ngx[@]}" | awk '{print $2}' | median)
+  echo "| h2 | proxy CPU µs/req, nginx http2 (rps) | $nu ($nr) | graygate (rps) | $gu ($gr) | ratio $(python3 -c "print(round($gu / $nu, 3))") |"
+  kill "$GW_PID" "$ngx_master"
 }
 
 echo "| check | measure | value | vs | value | |"
