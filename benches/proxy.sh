@@ -22,17 +22,24 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wait_http() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
-UP1=$(free_port); UP2=$(free_port)
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/up.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/nginx/up.pid; error_log $WORK/nginx/up.err warn;
+# nginx_head DIR: the start of an nginx config (one worker, foreground, no access log, keep-alive
+# lifted) whose pid, log and temp files live in DIR; the caller adds its servers and closes `http`.
+nginx_head() {
+  cat <<EOF
+worker_processes 1; daemon off; pid $1/nginx.pid; error_log $1/error.log warn;
 events { worker_connections 8192; }
 http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  client_body_temp_path $WORK/nginx/b; proxy_temp_path $WORK/nginx/p; fastcgi_temp_path $WORK/nginx/f;
-  uwsgi_temp_path $WORK/nginx/u; scgi_temp_path $WORK/nginx/s;
+  client_body_temp_path $1/b; proxy_temp_path $1/p; fastcgi_temp_path $1/f; uwsgi_temp_path $1/u; scgi_temp_path $1/s;
+EOF
+}
+
+UP1=$(free_port); UP2=$(free_port)
+mkdir -p "$WORK/nginx"
+{ nginx_head "$WORK/nginx"; cat <<EOF
   server { listen 127.0.0.1:$UP1; location / { return 200 "v1"; } }
   server { listen 127.0.0.1:$UP2; location / { return 200 "v2"; } } }
 EOF
+} >"$WORK/nginx/up.conf"
 taskset -c 1 nginx -p "$WORK/nginx/" -c "$WORK/nginx/up.conf" & PIDS+=($!)
 wait_http "http://127.0.0.1:$UP1/"
 
@@ -148,18 +155,14 @@ PY
 check_h2() {
   local ngx_port; ngx_port=$(free_port)
   mkdir -p "$WORK/h2nginx"
-  cat >"$WORK/h2nginx/proxy.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/h2nginx/px.pid; error_log $WORK/h2nginx/px.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  client_body_temp_path $WORK/h2nginx/b; proxy_temp_path $WORK/h2nginx/p; fastcgi_temp_path $WORK/h2nginx/f;
-  uwsgi_temp_path $WORK/h2nginx/u; scgi_temp_path $WORK/h2nginx/s;
+  { nginx_head "$WORK/h2nginx"; cat <<CONF
   upstream v1 { server 127.0.0.1:$UP1; keepalive 256; }
   upstream v2 { server 127.0.0.1:$UP2; keepalive 256; }
   split_clients "\${request_id}" \$pool { 90% v1; * v2; }
   server { listen 127.0.0.1:$ngx_port http2;
     location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
+  } >"$WORK/h2nginx/proxy.conf"
   taskset -c 0 nginx -p "$WORK/h2nginx/" -c "$WORK/h2nginx/proxy.conf" &
   local ngx_master=$!
   PIDS+=("$ngx_master")

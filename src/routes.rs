@@ -75,10 +75,8 @@ impl ValidRoutes {
 
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, RoutesError> {
-        let name = display_name(path);
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| RoutesError::single(&name, None, "", format!("cannot read: {e}")))?;
-        Self::parse(&source, &name)
+        let source = std::fs::read_to_string(path).map_err(|error| RoutesError::unreadable(path, &error))?;
+        Self::parse(&source, &display_name(path))
     }
 
     pub fn spec(&self) -> &RoutesFile {
@@ -101,6 +99,11 @@ pub fn display_name(path: &Path) -> String {
 impl RoutesError {
     pub fn single(file: &str, line: Option<usize>, path: &str, message: String) -> Self {
         RoutesError { problems: vec![Problem { file: file.to_owned(), line, path: path.to_owned(), message }] }
+    }
+
+    /// The routes file at `path` could not be read.
+    pub fn unreadable(path: &Path, error: &std::io::Error) -> Self {
+        RoutesError::single(&display_name(path), None, "", format!("cannot read: {error}"))
     }
 
     fn from_json(error: &serde_path_to_error::Error<serde_json::Error>, file: &str) -> Self {

@@ -276,11 +276,7 @@ fn load(
 }
 
 fn read(path: &Path) -> Result<String, RoutesError> {
-    std::fs::read_to_string(path).map_err(|error| cannot_read(path, &error))
-}
-
-fn cannot_read(path: &Path, error: &std::io::Error) -> RoutesError {
-    RoutesError::single(&crate::routes::display_name(path), None, "", format!("cannot read: {error}"))
+    std::fs::read_to_string(path).map_err(|error| RoutesError::unreadable(path, &error))
 }
 
 fn hash(source: &str) -> u64 {
@@ -290,7 +286,7 @@ fn hash(source: &str) -> u64 {
 /// The same hash as [`hash`] of the file's content, read in chunks.
 fn hash_file(path: &Path) -> Result<u64, RoutesError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|error| cannot_read(path, &error))?;
+    let mut file = std::fs::File::open(path).map_err(|error| RoutesError::unreadable(path, &error))?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut chunk = vec![0; 64 * 1024];
     loop {
@@ -298,7 +294,7 @@ fn hash_file(path: &Path) -> Result<u64, RoutesError> {
             Ok(0) => return Ok(hasher.digest()),
             Ok(n) => hasher.update(&chunk[..n]),
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(cannot_read(path, &error)),
+            Err(error) => return Err(RoutesError::unreadable(path, &error)),
         }
     }
 }

@@ -42,8 +42,8 @@ pub struct Plans(FxHashMap<Box<[u8]>, Arc<Plan>>);
 // === impl Split ===
 
 impl Split {
-    /// `additional` holds the weight of slots 1..; slot 0 gets the rest of 100.
-    /// The caller has validated that the weights sum to at most 100.
+    /// A split with its own plan (compilation shares plans through [`Plans`]).
+    #[cfg(test)]
     pub fn new(additional: &[u8], cursor: Arc<AtomicU64>) -> Self {
         Split { plan: Arc::new(Plan::new(additional)), cursor }
     }
@@ -69,6 +69,8 @@ impl Split {
 // === impl Plan ===
 
 impl Plan {
+    /// `additional` holds the weight of slots 1..; slot 0 gets the rest of 100.
+    /// The caller has validated that the weights sum to at most 100.
     fn new(additional: &[u8]) -> Self {
         let mut weights = Vec::with_capacity(additional.len() + 1);
         let extra: u32 = additional.iter().map(|w| u32::from(*w)).sum();
@@ -81,7 +83,7 @@ impl Plan {
 // === impl Plans ===
 
 impl Plans {
-    /// A split with these weights (as [`Split::new`]), its plan shared with earlier ones.
+    /// A split with these weights (see [`Plan::new`]), its plan shared with earlier ones.
     pub fn split(&mut self, additional: &[u8], cursor: Arc<AtomicU64>) -> Split {
         let plan = match self.0.get(additional) {
             Some(plan) => Arc::clone(plan),
