@@ -8,6 +8,7 @@
 pub mod auth;
 pub(crate) mod esa;
 pub(crate) mod functiongraph;
+mod own;
 
 use std::sync::Arc;
 
@@ -45,11 +46,13 @@ pub struct AdminRequest {
     pub request_id: String,
 }
 
-/// Which vendor's API a path belongs to (and so which error shape it gets).
+/// Which API a path belongs to (and so which error shape it gets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     FunctionGraph,
     Esa,
+    /// graygate's own: `/fleet`, `/graygate/v1/…`.
+    Graygate,
 }
 
 // === impl Admin ===
@@ -76,8 +79,20 @@ impl Admin {
             },
             "/healthz" if read_only => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" if read_only => {
-                let generation = self.routes.current().generation();
-                reply(StatusCode::OK, "text/plain", format!("ready generation={generation}\n").into_bytes())
+                let status = self.routes.status();
+                let detail = format!(
+                    "generation={} revision={} store={} {}",
+                    status.generation,
+                    status.revision,
+                    status.mode,
+                    if status.connected { "connected" } else { "disconnected" }
+                );
+                if status.ready {
+                    reply(StatusCode::OK, "text/plain", format!("ready {detail}\n").into_bytes())
+                } else {
+                    let text = format!("not ready: no routing state loaded yet ({detail})\n");
+                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", text.into_bytes())
+                }
             }
             "/metrics" | "/healthz" | "/readyz" => {
                 reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"method not allowed\n".to_vec())
@@ -88,8 +103,11 @@ impl Admin {
 
     async fn manage(&self, request: Request<Incoming>) -> Reply {
         let request_id = new_uuid();
-        let family = if request.uri().path().starts_with("/v2/") {
+        let path = request.uri().path();
+        let family = if path.starts_with("/v2/") {
             Family::FunctionGraph
+        } else if path == "/fleet" || path.starts_with("/graygate/") {
+            Family::Graygate
         } else if request.headers().contains_key("x-acs-action")
             || request.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("Action=")))
         {
@@ -142,6 +160,7 @@ impl Admin {
         match family {
             Family::FunctionGraph => functiongraph::handle(&self.routes, &admin_request).await,
             Family::Esa => esa::handle(&self.routes, &admin_request).await,
+            Family::Graygate => own::handle(&self.routes, &admin_request),
         }
     }
 
@@ -156,7 +175,7 @@ impl Admin {
 impl Family {
     fn error(self, status: StatusCode, fg_code: &str, esa_code: &str, message: &str, request_id: &str) -> Reply {
         match self {
-            Family::FunctionGraph => fg_error(status, fg_code, message, request_id),
+            Family::FunctionGraph | Family::Graygate => fg_error(status, fg_code, message, request_id),
             Family::Esa => json_reply(
                 status,
                 &serde_json::json!({ "RequestId": request_id, "Code": esa_code, "Message": message }),

@@ -14,7 +14,7 @@ use crate::proxy::server::{self, ConnSettings};
 use crate::proxy::upstream::{ClientSetupError, UpstreamClients};
 use crate::proxy::{Gateway, RequestLimits};
 use crate::reload;
-use crate::store::{RoutesStore, StoreError};
+use crate::store::{ReplicaIdentity, RoutesStore, StoreError};
 use crate::tls::{Certificates, TlsError};
 
 /// A running gateway: data and admin listeners, the reloader, and the shutdown switch.
@@ -41,7 +41,7 @@ pub enum StartError {
     Clients(#[from] ClientSetupError),
     #[error("{0}")]
     Tls(#[from] TlsError),
-    #[error("cannot watch the routes directory: {0}")]
+    #[error("cannot watch the TLS certificate's directory: {0}")]
     Watch(#[from] notify::Error),
 }
 
@@ -53,16 +53,13 @@ impl App {
             return Err(StartError::OpenAdmin(config.admin_listen));
         }
         let metrics = Metrics::new()?;
-        let routes = Arc::new(RoutesStore::open(
-            &config.routes_path,
-            metrics.clone(),
-            config.reload.debounce,
-            config.upstream.clone(),
-        )?);
         let data = bind(config.listen).await?;
         let admin = bind(config.admin_listen).await?;
         let data_addr = local_addr(&data, config.listen)?;
         let admin_addr = local_addr(&admin, config.admin_listen)?;
+        let identity = ReplicaIdentity::detect(data_addr, admin_addr);
+        let routes =
+            RoutesStore::open(&config.source, metrics.clone(), &config.reload, config.upstream.clone(), identity).await?;
         let (shutdown, stop) = watch::channel(false);
         let settings = ConnSettings::from_config(&config);
 
@@ -108,8 +105,9 @@ impl App {
         if let Some(certificates) = certificates {
             tasks.push(reload::spawn_certificate_watcher(certificates, config.reload.clone(), stop.clone())?);
         }
-        tasks.push(reload::spawn_watcher(Arc::clone(&routes), config.reload.clone(), stop)?);
-        tracing::info!(%data_addr, %admin_addr, routes = %config.routes_path.display(), "graygate started");
+        tasks.extend(routes.spawn(config.reload.clone(), stop)?);
+        let status = routes.status();
+        tracing::info!(%data_addr, %admin_addr, store = status.mode, ready = status.ready, "graygate started");
         Ok(App { data_addr, admin_addr, routes, metrics, shutdown, tasks })
     }
 

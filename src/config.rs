@@ -3,8 +3,9 @@
 //! ```text
 //!   graygate.yaml ──serde──▶ ServerFile ──validate──▶ ServerConfig (durations, absolute paths)
 //! ```
-//! Read once at start; the routes file it names is the part that hot-reloads. Every field
-//! has a default an operator can run with, so `{"routes": "routes.yaml"}` is a whole config.
+//! Read once at start; the routing state it names (a routes file, or an etcd prefix shared
+//! by a fleet) is the part that changes live. Every field has a default an operator can run
+//! with, so `{"routes": "routes.yaml"}` is a whole config.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::admin::auth::{AccessKey, Secret};
+use crate::secret::{AccessKey, Secret};
 use crate::health::UpstreamPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -22,9 +23,12 @@ struct ServerFile {
     listen: SocketAddr,
     #[serde(default = "default_admin_listen")]
     admin_listen: SocketAddr,
-    /// Relative to the directory of graygate.yaml.
-    #[serde(default = "default_routes")]
-    routes: PathBuf,
+    /// Relative to the directory of graygate.yaml (default `routes.yaml`); not with `etcd`.
+    #[serde(default)]
+    routes: Option<PathBuf>,
+    /// The routing state in etcd instead of a file: what a fleet of replicas shares.
+    #[serde(default)]
+    etcd: Option<EtcdFile>,
     #[serde(default)]
     timeouts: TimeoutsFile,
     #[serde(default)]
@@ -41,6 +45,41 @@ struct ServerFile {
     /// A CA bundle (PEM) trusted for `https://` upstreams instead of the system roots.
     #[serde(default)]
     upstream_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdFile {
+    endpoints: Vec<String>,
+    #[serde(default = "default_etcd_prefix")]
+    prefix: String,
+    /// Relative to the directory of graygate.yaml.
+    #[serde(default = "default_snapshot")]
+    snapshot: PathBuf,
+    #[serde(default = "default_dial_timeout_ms")]
+    dial_timeout_ms: u64,
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: u64,
+    /// How long a replica's registration outlives its last keep-alive.
+    #[serde(default = "default_lease_ttl_s")]
+    lease_ttl_s: u64,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    tls: Option<EtcdTlsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdTlsFile {
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,7 +149,8 @@ struct KeyFile {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub routes_path: PathBuf,
+    /// Where the routing state lives.
+    pub source: SourceSettings,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub reload: ReloadSettings,
@@ -118,6 +158,40 @@ pub struct ServerConfig {
     pub upstream: UpstreamPolicy,
     pub tls: Option<TlsPaths>,
     pub upstream_ca: Option<PathBuf>,
+}
+
+/// Where the routing state lives: one source per gateway.
+#[derive(Debug, Clone)]
+pub enum SourceSettings {
+    /// A routes file, watched and hot-reloaded; API changes rewrite it.
+    File(PathBuf),
+    /// A prefix in etcd that every replica of a fleet lists and watches.
+    Etcd(EtcdSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://` or `https://host:port`; tried in turn when one fails.
+    pub endpoints: Vec<http::Uri>,
+    /// Every key of the fleet lives under it (`/graygate`): one prefix per fleet.
+    pub prefix: String,
+    /// The last applied state, rewritten after every change: a replica that starts while
+    /// etcd is down serves it.
+    pub snapshot: PathBuf,
+    pub dial_timeout: Duration,
+    pub request_timeout: Duration,
+    pub lease_ttl: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: a CA to trust instead of the system roots, and a client certificate.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 /// Certificate chain and private key (PEM) for the data plane; reloaded when they change.
@@ -236,7 +310,13 @@ impl ServerConfig {
         }
         let admin = admin_settings(&raw.admin, file)?;
         let relative = |path: &PathBuf| if path.is_absolute() { path.clone() } else { base.join(path) };
-        let routes_path = relative(&raw.routes);
+        let source = match (&raw.routes, &raw.etcd) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("etcd", "set either routes (a file) or etcd (a fleet's store), not both"));
+            }
+            (routes, None) => SourceSettings::File(relative(routes.as_ref().unwrap_or(&default_routes()))),
+            (None, Some(etcd)) => SourceSettings::Etcd(etcd_settings(etcd, file, &relative)?),
+        };
         if l.max_connections_per_upstream == 0 {
             return Err(invalid("limits.max_connections_per_upstream", "must be greater than 0"));
         }
@@ -250,7 +330,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen: raw.listen,
             admin_listen: raw.admin_listen,
-            routes_path,
+            source,
             timeouts: Timeouts {
                 header_read: Duration::from_millis(t.header_read_ms),
                 keepalive_idle: Duration::from_millis(t.keepalive_idle_ms),
@@ -291,7 +371,8 @@ impl ServerConfig {
         let raw = ServerFile {
             listen,
             admin_listen,
-            routes: routes_path,
+            routes: Some(routes_path),
+            etcd: None,
             timeouts: TimeoutsFile::default(),
             limits: LimitsFile::default(),
             reload: ReloadFile::default(),
@@ -348,6 +429,76 @@ fn admin_settings(raw: &AdminFile, file: &str) -> Result<AdminSettings, ConfigEr
     })
 }
 
+fn etcd_settings(
+    raw: &EtcdFile,
+    file: &str,
+    relative: &dyn Fn(&PathBuf) -> PathBuf,
+) -> Result<EtcdSettings, ConfigError> {
+    let invalid =
+        |field, message: String| ConfigError::Invalid { file: file.to_owned(), field, message };
+    if raw.endpoints.is_empty() {
+        return Err(invalid("etcd.endpoints", "at least one endpoint is required".into()));
+    }
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    for endpoint in &raw.endpoints {
+        let uri: http::Uri =
+            endpoint.parse().map_err(|e| invalid("etcd.endpoints", format!("\"{endpoint}\" is not a URL: {e}")))?;
+        let usable = matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some()
+            && uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+        if !usable {
+            return Err(invalid("etcd.endpoints", format!("\"{endpoint}\" must be http(s)://host:port")));
+        }
+        endpoints.push(uri);
+    }
+    let prefix = raw.prefix.trim_end_matches('/').to_owned();
+    let prefix_ok = prefix.starts_with('/')
+        && prefix.len() > 1
+        && prefix.bytes().all(|b| b.is_ascii_graphic())
+        && !prefix.split('/').skip(1).any(|segment| segment.is_empty() || segment == "." || segment == "..");
+    if !prefix_ok {
+        return Err(invalid("etcd.prefix", format!("\"{}\" must be an absolute key path such as /graygate", raw.prefix)));
+    }
+    for (field, value) in [("etcd.dial_timeout_ms", raw.dial_timeout_ms), ("etcd.request_timeout_ms", raw.request_timeout_ms)]
+    {
+        if value == 0 {
+            return Err(invalid(field, "must be greater than 0".into()));
+        }
+    }
+    if !(2..=3600).contains(&raw.lease_ttl_s) {
+        return Err(invalid("etcd.lease_ttl_s", format!("must be between 2 and 3600, got {}", raw.lease_ttl_s)));
+    }
+    let expand = |value: &str, field: &'static str| {
+        expand_env(value).map_err(|name| ConfigError::MissingEnv { file: file.to_owned(), field, name })
+    };
+    let username = raw.username.as_deref().map(|u| expand(u, "etcd.username")).transpose()?;
+    let password = raw.password.as_deref().map(|p| expand(p, "etcd.password")).transpose()?;
+    if username.is_some() != password.is_some() {
+        return Err(invalid("etcd.username", "username and password go together".into()));
+    }
+    let tls = raw.tls.as_ref().map(|tls| EtcdTls {
+        ca: tls.ca.as_ref().map(relative),
+        cert: tls.cert.as_ref().map(relative),
+        key: tls.key.as_ref().map(relative),
+    });
+    if let Some(tls) = &tls
+        && tls.cert.is_some() != tls.key.is_some()
+    {
+        return Err(invalid("etcd.tls", "cert and key go together".into()));
+    }
+    Ok(EtcdSettings {
+        endpoints,
+        prefix,
+        snapshot: relative(&raw.snapshot),
+        dial_timeout: Duration::from_millis(raw.dial_timeout_ms),
+        request_timeout: Duration::from_millis(raw.request_timeout_ms),
+        lease_ttl: Duration::from_secs(raw.lease_ttl_s),
+        username,
+        password: password.map(|p| Secret::new(&p)),
+        tls,
+    })
+}
+
 /// Replaces every `${NAME}` with the environment variable NAME; `Err(NAME)` if it is unset.
 fn expand_env(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
@@ -379,6 +530,26 @@ fn default_admin_listen() -> SocketAddr {
 
 fn default_routes() -> PathBuf {
     PathBuf::from("routes.yaml")
+}
+
+fn default_etcd_prefix() -> String {
+    "/graygate".to_owned()
+}
+
+fn default_snapshot() -> PathBuf {
+    PathBuf::from("routes.snapshot.json")
+}
+
+fn default_dial_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    3_000
+}
+
+fn default_lease_ttl_s() -> u64 {
+    10
 }
 
 impl Default for TimeoutsFile {

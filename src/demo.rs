@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::admin::auth::Secret;
+use crate::secret::Secret;
 use crate::app::{App, StopSignal};
 use crate::config::ServerConfig;
 

@@ -36,6 +36,8 @@ pub enum GatewayError {
     Upstream(UpstreamErrorKind),
     #[error("upstream did not answer within the function's timeout")]
     UpstreamTimeout,
+    #[error("no routing state is loaded yet")]
+    NotReady,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -57,7 +59,7 @@ impl GatewayError {
             | GatewayError::HeadersTooLarge
             | GatewayError::NoRoute => Origin::Client,
             GatewayError::Upstream(_) | GatewayError::UpstreamTimeout => Origin::Upstream,
-            GatewayError::Internal(_) => Origin::Internal,
+            GatewayError::Internal(_) | GatewayError::NotReady => Origin::Internal,
         }
     }
 
@@ -70,6 +72,7 @@ impl GatewayError {
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -80,6 +83,7 @@ impl GatewayError {
             GatewayError::Upstream(_) => "APIG.0202",
             GatewayError::UpstreamTimeout => "APIG.0203",
             GatewayError::Internal(_) => "APIG.0500",
+            GatewayError::NotReady => "APIG.0503",
         }
     }
 
@@ -94,6 +98,7 @@ impl GatewayError {
             GatewayError::Upstream(_) => "Backend unavailable: connection reset",
             GatewayError::UpstreamTimeout => "Backend timeout",
             GatewayError::Internal(why) => why,
+            GatewayError::NotReady => "The gateway has no routing state yet",
         }
     }
 

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod routing;
+pub mod secret;
 pub mod store;
 pub mod summary;
 pub mod tls;

@@ -1,4 +1,4 @@
-//! The `graygate` command: `serve`, `check` and `demo`.
+//! The `graygate` command: `serve`, `check`, `routes push|pull` and `demo`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use graygate::app::{App, StopSignal};
-use graygate::config::ServerConfig;
+use graygate::config::{ServerConfig, SourceSettings};
 use graygate::routes::ValidRoutes;
+use graygate::store::remote::{self, Pushed, RemoteError};
 
 #[derive(Parser)]
 #[command(name = "graygate", version, about = "Gray-release API gateway for function versions")]
@@ -23,10 +24,15 @@ enum Command {
         #[arg(long, default_value = "config/graygate.yaml")]
         config: PathBuf,
     },
-    /// Validate the server config and its routes file, print a summary, exit 0 or 1.
+    /// Validate the server config and its routing state, print a summary, exit 0 or 1.
     Check {
         #[arg(long, default_value = "config/graygate.yaml")]
         config: PathBuf,
+    },
+    /// Read or replace the stored routing state (the fleet's, in etcd; or the routes file).
+    Routes {
+        #[command(subcommand)]
+        command: RoutesCommand,
     },
     /// Start built-in demo backends and a gateway in front of them.
     Demo {
@@ -51,10 +57,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// Validate FILE and store it as the routing state (atomically, whatever its size).
+    Push {
+        file: PathBuf,
+        #[arg(long, default_value = "config/graygate.yaml")]
+        config: PathBuf,
+        /// Refuse if the stored state is no longer at this revision (as `pull` printed it).
+        #[arg(long)]
+        expect_revision: Option<u64>,
+    },
+    /// Print the stored routing state as a routes file.
+    Pull {
+        #[arg(long, default_value = "config/graygate.yaml")]
+        config: PathBuf,
+        /// yaml (default) or json.
+        #[arg(long, default_value = "yaml")]
+        format: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Routes { command } => routes(command),
         Command::Serve { config } => {
             init_logging();
             let config = match ServerConfig::load(&config) {
@@ -117,17 +145,108 @@ fn check(config_path: &std::path::Path) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&error.to_string()),
     };
-    let routes = match ValidRoutes::load(&config.routes_path) {
-        Ok(routes) => routes,
-        Err(error) => {
-            eprintln!("{error}");
-            eprintln!("graygate: {} problem(s); nothing was applied", error.problems.len());
-            return ExitCode::FAILURE;
+    let (label, routes) = match &config.source {
+        SourceSettings::File(path) => match ValidRoutes::load(path) {
+            Ok(routes) => (path.display().to_string(), routes),
+            Err(error) => return rejected(&error.to_string(), error.problems.len()),
+        },
+        SourceSettings::Etcd(etcd) => {
+            let pulled = match run_blocking(remote::pull(&config.source)) {
+                Ok(pulled) => pulled,
+                Err(error) => return fail(&error),
+            };
+            match pulled {
+                Ok((routes, revision)) => match ValidRoutes::new(routes) {
+                    Ok(routes) => (format!("etcd {} at revision {}", etcd.prefix, revision.unwrap_or(0)), routes),
+                    Err(issues) => {
+                        let text: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect();
+                        return rejected(&text.join("\n"), issues.len());
+                    }
+                },
+                Err(RemoteError::Unavailable(why)) => {
+                    println!("{}: ok (listen {}, admin {})", config_path.display(), config.listen, config.admin_listen);
+                    println!("etcd {}: not reachable, the stored state was not checked ({why})", etcd.prefix);
+                    return ExitCode::SUCCESS;
+                }
+                Err(RemoteError::Refused(why)) => return rejected(&why, 1),
+            }
         }
     };
     println!("{}: ok (listen {}, admin {})", config_path.display(), config.listen, config.admin_listen);
-    print!("{}", graygate::summary::render(&config.routes_path, routes.spec()));
+    print!("{}", graygate::summary::render(&label, routes.spec()));
     ExitCode::SUCCESS
+}
+
+fn rejected(problems: &str, count: usize) -> ExitCode {
+    eprintln!("{problems}");
+    eprintln!("graygate: {count} problem(s); nothing was applied");
+    ExitCode::FAILURE
+}
+
+fn routes(command: RoutesCommand) -> ExitCode {
+    match command {
+        RoutesCommand::Push { file, config, expect_revision } => {
+            let config = match ServerConfig::load(&config) {
+                Ok(config) => config,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(error) => return fail(&format!("{}: cannot read: {error}", file.display())),
+            };
+            let routes = match ValidRoutes::parse(&text, &graygate::routes::display_name(&file)) {
+                Ok(routes) => routes,
+                Err(error) => return rejected(&error.to_string(), error.problems.len()),
+            };
+            match run_blocking(remote::push(&config.source, &routes, &text, expect_revision)) {
+                Ok(Ok(Pushed::Unchanged { revision })) => {
+                    println!("unchanged: the stored state already is {} (revision {revision})", file.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(Ok(Pushed::Stored { revision, functions })) => {
+                    println!("stored {} ({functions} function(s)) at revision {revision}", file.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(error)) => fail(&error.to_string()),
+                Err(error) => fail(&error),
+            }
+        }
+        RoutesCommand::Pull { config, format } => {
+            let config = match ServerConfig::load(&config) {
+                Ok(config) => config,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let (routes, revision) = match run_blocking(remote::pull(&config.source)) {
+                Ok(Ok(pulled)) => pulled,
+                Ok(Err(error)) => return fail(&error.to_string()),
+                Err(error) => return fail(&error),
+            };
+            let text = match format.as_str() {
+                "json" => serde_json::to_string_pretty(&routes).map(|t| t + "\n").map_err(|e| e.to_string()),
+                "yaml" => serde_norway::to_string(&routes).map_err(|e| e.to_string()).map(|body| match revision {
+                    Some(revision) => format!("# graygate routes pull: revision {revision}\n{body}"),
+                    None => body,
+                }),
+                other => Err(format!("--format {other}: use yaml or json")),
+            };
+            match text {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            }
+        }
+    }
+}
+
+/// Runs one command's async work on a small runtime.
+fn run_blocking<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    Ok(runtime.block_on(work))
 }
 
 // glibc's malloc showed up at ~6% of the proxy's CPU under load; mimalloc's thread-local

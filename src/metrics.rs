@@ -4,17 +4,12 @@
 //! table (see `routing::Route`), so the request path does no label hashing for the common
 //! 200 answer; other status codes take the labelled lookup.
 
-mod weights;
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
-
-use crate::routing::RoutingTable;
 
 /// Request latency buckets, in seconds: sub-millisecond proxies up to 30 s functions.
 const DURATION_BUCKETS: &[f64] =
@@ -30,6 +25,8 @@ pub struct Metrics {
     generation: IntGauge,
     ejections: IntCounterVec,
     fallbacks: IntCounterVec,
+    store_connected: IntGauge,
+    store_revision: IntGauge,
 }
 
 /// Handles for one (function, target, version) route.
@@ -68,7 +65,10 @@ impl Metrics {
             &["function", "version", "kind"],
         )?;
         let reloads = IntCounterVec::new(
-            Opts::new("graygate_config_reloads_total", "Routes file reloads, by result"),
+            Opts::new(
+                "graygate_config_reloads_total",
+                "Loads of the routing state: success, failure (invalid), error (could not be read), unchanged",
+            ),
             &["result"],
         )?;
         let generation = IntGauge::new(
@@ -93,10 +93,27 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
-        for result in ["success", "failure"] {
+        let store_connected =
+            IntGauge::new("graygate_store_connected", "1 while the routing store's source answers (a file always does)")?;
+        let store_revision =
+            IntGauge::new("graygate_store_revision", "Revision of the routing state this replica serves")?;
+        registry.register(Box::new(store_connected.clone()))?;
+        registry.register(Box::new(store_revision.clone()))?;
+        for result in ["success", "failure", "error", "unchanged"] {
             reloads.with_label_values(&[result]);
         }
-        Ok(Metrics { registry, requests, duration, upstream_errors, reloads, generation, ejections, fallbacks })
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            reloads,
+            generation,
+            ejections,
+            fallbacks,
+            store_connected,
+            store_revision,
+        })
     }
 
     pub fn route(&self, function: &str, target: &str, version: &str) -> RouteMetrics {
@@ -137,9 +154,9 @@ impl Metrics {
         self.fallbacks.with_label_values(&[function, alias, version]).inc();
     }
 
-    /// Exports the configured splits of whichever table `table` holds when scraped.
-    pub fn watch_routes(&self, table: Arc<ArcSwap<RoutingTable>>) -> Result<(), prometheus::Error> {
-        self.registry.register(Box::new(weights::AliasWeights::new(table)?))
+    /// Adds a collector read at scrape time (the store's alias weights).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
     }
 
     pub fn reload_succeeded(&self, generation: u64) {
@@ -147,8 +164,25 @@ impl Metrics {
         self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
+    /// A routing state that does not validate (an operator has something to fix).
     pub fn reload_failed(&self) {
         self.reloads.with_label_values(&["failure"]).inc();
+    }
+
+    /// A routing state that could not be read (I/O, out of file descriptors): not invalid.
+    pub fn reload_unreadable(&self) {
+        self.reloads.with_label_values(&["error"]).inc();
+    }
+
+    /// A re-read that found the routing state as it was (SIGHUP, the poll, another file's event).
+    pub fn reload_unchanged(&self) {
+        self.reloads.with_label_values(&["unchanged"]).inc();
+    }
+
+    /// Whether the store's source answers, and the revision of the state served.
+    pub fn store_status(&self, connected: bool, revision: u64) {
+        self.store_connected.set(i64::from(connected));
+        self.store_revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

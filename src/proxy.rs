@@ -83,6 +83,10 @@ impl Gateway {
             Err(why) => return self.refuse(GatewayError::BadRequest(why), &request_id),
         };
         let table = self.routes.current();
+        // Generation 0 is the empty table of a store that has not loaded a state yet.
+        if table.generation() == 0 {
+            return self.refuse(GatewayError::NotReady, &request_id);
+        }
         let resolved = table.resolve(request.method(), &path, request.headers());
         let Resolved { function, trigger, version, route, remainder, fallback_from } = match resolved {
             Ok(resolved) => resolved,

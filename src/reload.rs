@@ -1,5 +1,5 @@
-//! Keeps the routing table current: file events, a poll fallback and SIGHUP all lead to
-//! [`RoutesStore::reload`], which re-reads the file and publishes a new table if it changed.
+//! Watching files for changes: file events, a poll fallback and SIGHUP all lead to one
+//! action (the store's file source re-reads the routes; the TLS certificate reloads).
 //!
 //! The watch is on the routes file's *directory*: editors save by rename and Kubernetes
 //! swaps a `..data` symlink, and a watch on the file itself goes deaf after the first such
@@ -17,22 +17,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ReloadSettings;
-use crate::store::{ReloadOutcome, RoutesStore};
 use crate::tls::Certificates;
-
-/// Watches the routes file's directory, polls as a fallback and reloads on SIGHUP,
-/// until `shutdown` turns true.
-pub fn spawn_watcher(
-    store: Arc<RoutesStore>,
-    settings: ReloadSettings,
-    shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, notify::Error> {
-    let dirs = vec![parent_dir(store.path())];
-    spawn_watch(dirs, settings, shutdown, move |force| {
-        let store = Arc::clone(&store);
-        async move { log_outcome(&store.reload(force).await) }
-    })
-}
 
 /// Reloads the data plane's TLS certificate when its files change (or on SIGHUP).
 pub fn spawn_certificate_watcher(
@@ -54,7 +39,7 @@ pub fn spawn_certificate_watcher(
     })
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
@@ -63,7 +48,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// Watches `dirs`, polls, listens for SIGHUP, and runs `action` (with `force` on SIGHUP)
 /// until `shutdown` turns true.
-fn spawn_watch<A, F>(
+pub(crate) fn spawn_watch<A, F>(
     dirs: Vec<PathBuf>,
     settings: ReloadSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -119,34 +104,24 @@ fn is_read_only(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Access(access) if *access != AccessKind::Close(AccessMode::Write))
 }
 
-fn log_outcome(outcome: &ReloadOutcome) {
-    match outcome {
-        ReloadOutcome::Unchanged => {}
-        ReloadOutcome::Applied { generation } => tracing::info!(generation, "routes reloaded"),
-        ReloadOutcome::Rejected(error) => {
-            for problem in &error.problems {
-                tracing::warn!(%problem, "routes file rejected; the previous routes stay in force");
-            }
-        }
-    }
-}
-
+/// SIGHUP, where there is one.
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub(crate) type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangup = Option<()>;
+pub(crate) type Hangup = Option<()>;
 
 #[cfg(unix)]
-fn hangup_signal() -> Hangup {
+pub(crate) fn hangup_signal() -> Hangup {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 #[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
+pub(crate) fn hangup_signal() -> Hangup {
     None
 }
 
-async fn recv_hangup(hangup: &mut Hangup) {
+/// Resolves at the next SIGHUP (never, without one).
+pub(crate) async fn recv_hangup(hangup: &mut Hangup) {
     #[cfg(unix)]
     if let Some(signal) = hangup {
         signal.recv().await;

@@ -47,6 +47,11 @@ impl ValidRoutes {
         if issues.is_empty() { Ok(ValidRoutes(file)) } else { Err(issues) }
     }
 
+    /// The state of a store that holds none yet: no project, no function.
+    pub fn empty() -> Self {
+        ValidRoutes(RoutesFile { project_id: String::new(), region: "local".to_owned(), functions: Vec::new() })
+    }
+
     /// Parses and validates a document; `name` is used in error messages.
     pub fn parse(source: &str, name: &str) -> Result<Self, RoutesError> {
         let file: RoutesFile = if looks_like_json(source) {

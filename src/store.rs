@@ -1,65 +1,100 @@
-//! The routing state's owner: the published table (one `ArcSwap`) and the file behind it.
+//! The routing state's owner: the one published table (an `ArcSwap`) and the source behind it.
 //!
-//! Every change goes through here, serialised by one lock: a reload from the file (watch,
-//! poll, SIGHUP) and, from the management API, a write to the file. A content hash makes a
-//! re-read of unchanged content a no-op, so the watcher never loops on the gateway's own
-//! writes; a file that fails to parse is re-read once it has settled before it counts as
-//! rejected, so a writer caught between truncate and write is not reported as an error.
+//! ```text
+//!   source (routes file | etcd prefix) ──load/watch──▶ validate ─▶ compile ─▶ publish (ArcSwap)
+//!   management API edit ──▶ run on the current state ─▶ validate ─▶ commit to the source ─▶ publish
+//! ```
+//! Two sources yield the same thing, routes plus a revision: [`file`] (the default, a watched
+//! file written atomically) and [`etcd`] (a prefix every replica of a fleet lists and
+//! watches, written with guarded transactions). Nothing outside this module knows which one
+//! is in use. A table is published only if it is newer than the one in force, so a slow
+//! load can never replace a faster, later one; replaced tables retire on their last drop,
+//! on the background thread; [`RoutesStore::subscribe`] pushes every change of status.
 
-use std::path::{Path, PathBuf};
+mod background;
+mod diff;
+pub mod etcd;
+mod file;
+mod persist;
+pub mod remote;
+mod snapshot;
+mod weights;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::config::{ReloadSettings, SourceSettings};
 use crate::health::UpstreamPolicy;
 use crate::metrics::Metrics;
 use crate::routes::{Issue, RoutesError, RoutesFile, ValidRoutes};
-use crate::routing::{self, RoutingTable};
-
-mod background;
-mod persist;
-
+use crate::routing::{self, Retire, RoutingTable};
 use background::Background;
+pub use etcd::ReplicaIdentity;
+pub use etcd::fleet::ReplicaRecord;
 
-/// How many times a failing file is re-read while it keeps changing under us.
-const SETTLE_ATTEMPTS: usize = 5;
-
-/// The published routing table and what is known about the file it came from.
+/// The published routing table and the source it came from.
 pub struct RoutesStore {
     /// Shared with the metrics registry, which reads the configured splits from it.
     table: Arc<ArcSwap<RoutingTable>>,
-    path: PathBuf,
+    source: Source,
     metrics: Metrics,
-    /// A file that fails to parse is re-read after this long before it counts as rejected.
-    settle: Duration,
     policy: UpstreamPolicy,
-    /// Serialises reloads and API writes so two never interleave.
-    file: Mutex<FileState>,
-    /// Tables replaced but perhaps still used by requests in flight. Freeing a table of
-    /// 10,000 functions takes milliseconds: that happens on the background thread, not in
-    /// whichever request happens to drop the last reference.
-    retired: std::sync::Mutex<Vec<Arc<RoutingTable>>>,
-    /// Where reloads and API changes parse and compile, below the requests' priority.
+    /// Where loads and edits parse and compile, below the requests' priority.
     background: Background,
+    retire: Retire,
+    /// Serialises edits (and file reloads) on this replica.
+    edits: tokio::sync::Mutex<()>,
+    /// Decides, under one lock, whether a table is newer than the one in force.
+    publishing: std::sync::Mutex<()>,
+    status: watch::Sender<StoreStatus>,
+    identity: ReplicaIdentity,
+    started_at: String,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct FileState {
-    applied_hash: u64,
-    /// A rejected file is not re-parsed (or re-logged) until its content changes.
-    rejected_hash: Option<u64>,
+enum Source {
+    File(file::FileSource),
+    Etcd(etcd::EtcdSource),
 }
 
+/// What an operator (and `/readyz`, `/fleet`, the metrics) needs to know about the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// `file` or `etcd`.
+    pub mode: &'static str,
+    /// Rises with every table published (0: none yet).
+    pub generation: u64,
+    /// The source's revision of the state being served.
+    pub revision: u64,
+    /// A routing table is loaded and served.
+    pub ready: bool,
+    /// The source answers (always true for a file).
+    pub connected: bool,
+    /// The last state the source held that could not be applied.
+    pub last_rejection: Option<Rejection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub revision: u64,
+    pub at: String,
+    pub problems: Vec<String>,
+}
+
+/// The result of a reload from the file (or a re-list from etcd).
 #[derive(Debug)]
 pub enum ReloadOutcome {
     Unchanged,
     Applied { generation: u64 },
     Rejected(RoutesError),
+    /// The state could not be read at all (an I/O error, etcd unreachable): nothing is
+    /// wrong with it, and it is not counted as a rejected configuration.
+    Unreadable(RoutesError),
 }
 
-/// Why a change through [`RoutesStore::apply`] was not made; nothing was written then.
+/// Why a change through [`RoutesStore::apply`] was not made; nothing was changed then.
 #[derive(Debug)]
 pub enum ApplyError<E> {
     /// The change itself refused (a business rule of the API that asked for it).
@@ -68,6 +103,10 @@ pub enum ApplyError<E> {
     Invalid(Vec<Issue>),
     /// The routes file could not be written (read-only, full disk, …).
     Write(std::io::Error),
+    /// The store cannot take writes now (etcd unreachable, no state loaded yet).
+    Unavailable(String),
+    /// Other replicas kept changing the state under this one; the caller may retry.
+    Conflict(String),
     /// A bug: validated routes failed to compile, or the worker died.
     Internal(String),
 }
@@ -82,29 +121,93 @@ pub enum StoreError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot start the background worker: {0}")]
     Worker(#[from] std::io::Error),
+    #[error("cannot watch the routes directory: {0}")]
+    Watch(#[from] notify::Error),
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
+
+/// The revision a published table gets.
+#[derive(Debug, Clone, Copy)]
+enum Stamp {
+    /// One more than the table in force (a source that counts its own changes).
+    Next,
+    /// The source's own revision of the state.
+    At(u64),
+}
+
+/// An edit of the routing state, re-run if another replica changed the state under it.
+pub type Edit<T, E> = dyn Fn(&mut RoutesFile) -> Result<T, E> + Send + Sync;
 
 // === impl RoutesStore ===
 
 impl RoutesStore {
-    /// Loads the routes file; a gateway does not start on an invalid one.
-    pub fn open(path: &Path, metrics: Metrics, settle: Duration, policy: UpstreamPolicy) -> Result<Self, StoreError> {
-        let source = read(path)?;
-        let valid = ValidRoutes::parse(&source, &crate::routes::display_name(path))?;
-        let table = routing::compile(Arc::new(valid), 1, None, &policy)?;
+    /// Opens the configured source: a routes file must load (a gateway does not start on an
+    /// invalid one); etcd is listed if it answers, else the snapshot serves until it does.
+    pub async fn open(
+        settings: &SourceSettings,
+        metrics: Metrics,
+        reload: &ReloadSettings,
+        policy: UpstreamPolicy,
+        identity: ReplicaIdentity,
+    ) -> Result<Arc<Self>, StoreError> {
+        let background = Background::start()?;
+        let retire: Retire = {
+            let background = background.clone();
+            Arc::new(move |parts| background.spawn(move || drop(parts)))
+        };
+        let (source, initial) = match settings {
+            SourceSettings::File(path) => {
+                let (source, valid) = file::FileSource::open(path, reload.debounce)?;
+                (Source::File(source), Some((valid, 1)))
+            }
+            SourceSettings::Etcd(etcd) => {
+                let (source, initial) = etcd::EtcdSource::open(etcd, identity.clone(), &metrics).await?;
+                (Source::Etcd(source), initial)
+            }
+        };
+        let ready = initial.is_some();
+        let (valid, revision) = initial.unwrap_or_else(|| (ValidRoutes::empty(), 0));
+        let mut table = routing::compile(Arc::new(valid), u64::from(ready), None, &policy)?;
+        table.stamp(u64::from(ready), revision, Some(Arc::clone(&retire)));
         let table = Arc::new(ArcSwap::from_pointee(table));
-        metrics.watch_routes(Arc::clone(&table))?;
-        metrics.reload_succeeded(1);
-        Ok(RoutesStore {
+        metrics.register(Box::new(weights::AliasWeights::new(Arc::clone(&table))?))?;
+        let connected = match &source {
+            Source::File(_) => true,
+            Source::Etcd(etcd) => etcd.connected(),
+        };
+        let status = StoreStatus {
+            mode: source.mode(),
+            generation: u64::from(ready),
+            revision,
+            ready,
+            connected,
+            last_rejection: None,
+        };
+        if ready {
+            metrics.reload_succeeded(1);
+        }
+        metrics.store_status(connected, revision);
+        let (status, _) = watch::channel(status);
+        let store = Arc::new(RoutesStore {
             table,
-            path: path.to_owned(),
+            source,
             metrics,
-            settle,
             policy,
-            retired: std::sync::Mutex::new(Vec::new()),
-            background: Background::start()?,
-            file: Mutex::new(FileState { applied_hash: hash(&source), rejected_hash: None }),
-        })
+            background,
+            retire,
+            edits: tokio::sync::Mutex::new(()),
+            publishing: std::sync::Mutex::new(()),
+            status,
+            identity,
+            started_at: crate::admin::now_text(),
+        });
+        if let Source::Etcd(etcd) = &store.source
+            && ready
+        {
+            etcd.save_snapshot(&store, &store.current());
+        }
+        Ok(store)
     }
 
     /// The table in force; hold it for the whole request, not across reloads' concerns.
@@ -112,212 +215,146 @@ impl RoutesStore {
         self.table.load_full()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn status(&self) -> StoreStatus {
+        self.status.borrow().clone()
     }
 
-    /// Re-reads the file and applies it if it changed (always, when `force`).
+    /// Every change of status (a table published, a rejection, etcd lost or back).
+    pub fn subscribe(&self) -> watch::Receiver<StoreStatus> {
+        self.status.subscribe()
+    }
+
+    /// Keeps the state current until `shutdown`: the file's directory watch, poll and
+    /// SIGHUP; or the etcd watch, the replica's registration and SIGHUP.
+    pub fn spawn(
+        self: &Arc<Self>,
+        reload: ReloadSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Vec<JoinHandle<()>>, StoreError> {
+        match &self.source {
+            Source::File(_) => Ok(vec![file::spawn(Arc::clone(self), reload, shutdown)?]),
+            Source::Etcd(_) => Ok(etcd::spawn(Arc::clone(self), shutdown)),
+        }
+    }
+
+    /// Re-reads the source and applies what changed. A forced reload (SIGHUP) re-reads
+    /// even a file known to be rejected; an unchanged state never changes the generation.
     pub async fn reload(&self, force: bool) -> ReloadOutcome {
-        let mut state = self.file.lock().await;
-        let path = self.path.clone();
-        let previous = self.current();
-        let known = *state;
-        let (settle, policy) = (self.settle, self.policy.clone());
-        let work = self.background.run(move || load(&path, &previous, known, force, settle, &policy)).await;
-        let outcome = match work {
-            Ok(outcome) => outcome,
-            Err(lost) => Loaded::Rejected(
-                hash_unknown(),
-                RoutesError::single(&self.path.display().to_string(), None, "", lost.to_string()),
-            ),
-        };
-        match outcome {
-            Loaded::Unchanged => ReloadOutcome::Unchanged,
-            Loaded::Compiled(content_hash, table) => {
-                let generation = table.generation();
-                self.publish(table);
-                *state = FileState { applied_hash: content_hash, rejected_hash: None };
-                ReloadOutcome::Applied { generation }
-            }
-            Loaded::Rejected(content_hash, error) => {
-                self.metrics.reload_failed();
-                state.rejected_hash = Some(content_hash);
-                ReloadOutcome::Rejected(error)
-            }
+        match &self.source {
+            Source::File(source) => file::reload(self, source, force).await,
+            Source::Etcd(source) => source.relist(self).await,
         }
     }
 
-    /// Makes `table` the one in force and retires the previous one.
-    fn publish(&self, table: RoutingTable) {
-        let generation = table.generation();
-        let previous = self.table.swap(Arc::new(table));
-        self.metrics.reload_succeeded(generation);
-        let unused = {
-            let mut retired = self.retired.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            retired.push(previous);
-            let (unused, in_use): (Vec<_>, Vec<_>) = retired.drain(..).partition(|table| Arc::strong_count(table) == 1);
-            *retired = in_use;
-            unused
-        };
-        if !unused.is_empty() {
-            self.background.spawn(move || drop(unused));
-        }
-    }
-
-    /// Applies `change` to the routing state: durable on disk before it returns, and live
-    /// on the data plane as it returns. Changes are serialised; a hand edit that the watcher
-    /// has not picked up yet is taken in first, so API changes build on it rather than
-    /// overwrite it (a hand edit that does not validate is overwritten: it was never live).
-    pub async fn apply<T, E, F>(&self, change: F) -> Result<T, ApplyError<E>>
+    /// Applies `edit` to the routing state: committed to the source before it returns
+    /// (the file written durably, or the etcd transaction committed) and live on this
+    /// replica's data plane as it returns. Edits are serialised; in a fleet, an edit that
+    /// another replica's change overtook is re-run on the newer state, so its business
+    /// rules (a name taken, a version gone) are checked against what it will change.
+    pub async fn apply<T, E, F>(&self, edit: F) -> Result<T, ApplyError<E>>
     where
-        F: FnOnce(&mut RoutesFile) -> Result<T, E> + Send + 'static,
+        F: Fn(&mut RoutesFile) -> Result<T, E> + Send + Sync + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        let mut state = self.file.lock().await;
-        let path = self.path.clone();
-        let previous = self.current();
-        let known = *state;
-        let policy = self.policy.clone();
-        let work = self
-            .background
-            .run(move || {
-                let adopted = match load(&path, &previous, known, false, Duration::ZERO, &policy) {
-                    Loaded::Compiled(_, table) => Some(table),
-                    Loaded::Unchanged | Loaded::Rejected(..) => None,
-                };
-                let base = adopted.as_ref().unwrap_or(&previous);
-                let mut spec = base.source().spec().clone();
-                let value = change(&mut spec).map_err(ApplyError::Rejected)?;
-                let valid = ValidRoutes::new(spec).map_err(ApplyError::Invalid)?;
-                let text = render(valid.spec()).map_err(ApplyError::Internal)?;
-                let table = routing::compile(Arc::new(valid), base.generation() + 1, Some(base), &policy)
-                    .map_err(|e| ApplyError::Internal(e.to_string()))?;
-                persist::write_atomically(&path, text.as_bytes()).map_err(ApplyError::Write)?;
-                Ok((value, hash(&text), table))
-            })
-            .await;
-        let (value, content_hash, table) = match work {
-            Ok(result) => result?,
-            Err(lost) => return Err(ApplyError::Internal(lost.to_string())),
+        let edit: Arc<Edit<T, E>> = Arc::new(edit);
+        let _serialised = self.edits.lock().await;
+        match &self.source {
+            Source::File(source) => file::apply(self, source, edit).await,
+            Source::Etcd(source) => source.apply(self, edit).await,
+        }
+    }
+
+    /// Every replica of the fleet this one knows of, by id; this one as it is now (for a
+    /// routes file, it is the whole fleet).
+    pub fn fleet(&self) -> Vec<ReplicaRecord> {
+        let mut replicas = match &self.source {
+            Source::File(_) => Vec::new(),
+            Source::Etcd(source) => source.fleet(),
         };
-        let generation = table.generation();
-        self.publish(table);
-        *state = FileState { applied_hash: content_hash, rejected_hash: None };
-        tracing::info!(generation, "routes changed through the management API");
-        Ok(value)
+        replicas.retain(|replica| replica.id != self.identity.id);
+        replicas.push(ReplicaRecord::of(&self.identity, &self.status(), &self.started_at));
+        replicas.sort_by(|a, b| a.id.cmp(&b.id));
+        replicas
+    }
+
+    /// This replica's id in the fleet.
+    pub fn replica_id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// Makes `table` the one in force; the previous one retires when its last request lets
+    /// go of it. The source has decided that `table` is newer (the file source under the
+    /// edit lock, the etcd source by its mirror's version). Returns the new generation.
+    fn publish(&self, mut table: RoutingTable, stamp: Stamp) -> u64 {
+        let _decide = self.publishing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.table.load();
+        let revision = match stamp {
+            Stamp::Next => current.revision() + 1,
+            Stamp::At(revision) => revision,
+        };
+        let generation = current.generation() + 1;
+        table.stamp(generation, revision, Some(Arc::clone(&self.retire)));
+        self.table.store(Arc::new(table));
+        self.metrics.reload_succeeded(generation);
+        self.metrics.store_status(self.status.borrow().connected, revision);
+        self.status.send_modify(|status| {
+            status.generation = generation;
+            status.revision = revision;
+            status.ready = true;
+        });
+        generation
+    }
+
+    /// Records a state the source holds that cannot be applied.
+    fn reject(&self, revision: u64, error: &RoutesError) {
+        self.metrics.reload_failed();
+        let rejection = Rejection {
+            revision,
+            at: crate::admin::now_text(),
+            problems: error.problems.iter().take(20).map(|p| p.to_string()).collect(),
+        };
+        self.status.send_modify(|status| status.last_rejection = Some(rejection));
+    }
+
+    fn set_connected(&self, connected: bool) {
+        let changed = self.status.send_if_modified(|status| {
+            let changed = status.connected != connected;
+            status.connected = connected;
+            changed
+        });
+        if changed {
+            self.metrics.store_status(connected, self.status.borrow().revision);
+        }
+    }
+
+}
+
+// === impl Source ===
+
+impl Source {
+    fn mode(&self) -> &'static str {
+        match self {
+            Source::File(_) => "file",
+            Source::Etcd(_) => "etcd",
+        }
     }
 }
 
-/// The routes file as the management API writes it.
-fn render(routes: &RoutesFile) -> Result<String, String> {
-    let body = serde_norway::to_string(routes).map_err(|e| e.to_string())?;
-    Ok(format!(
-        "# Routing state of graygate. Hand edits are applied on save; the management API rewrites\n\
-         # this file (atomically) on every change, so comments are not kept.\n{body}"
-    ))
-}
-
-enum Loaded {
-    Unchanged,
-    Compiled(u64, RoutingTable),
-    Rejected(u64, RoutesError),
-}
-
-/// The blocking part of a reload: read, compare, parse, validate, compile.
-fn load(
-    path: &Path,
+/// Compiles `valid` on top of `previous` (split cursors and upstream health carry over);
+/// the generation and revision are stamped when the table is published.
+fn compile_over(
+    valid: ValidRoutes,
     previous: &RoutingTable,
-    known: FileState,
-    force: bool,
-    settle: Duration,
     policy: &UpstreamPolicy,
-) -> Loaded {
-    let name = crate::routes::display_name(path);
-    let mut attempt = 0;
-    let (content_hash, valid) = loop {
-        // Events for other files in the directory are common (a log beside the routes):
-        // deciding "unchanged" streams the file through the hash instead of holding it.
-        if !force {
-            match hash_file(path) {
-                Ok(unchanged) if unchanged == known.applied_hash || Some(unchanged) == known.rejected_hash => {
-                    return Loaded::Unchanged;
-                }
-                Ok(_) => {}
-                Err(error) => return Loaded::Rejected(hash_unknown(), error),
-            }
-        }
-        let source = match read(path) {
-            Ok(source) => source,
-            Err(error) => return Loaded::Rejected(hash_unknown(), error),
-        };
-        let content_hash = hash(&source);
-        if !force && (content_hash == known.applied_hash || Some(content_hash) == known.rejected_hash) {
-            return Loaded::Unchanged;
-        }
-        match ValidRoutes::parse(&source, &name) {
-            Ok(valid) => break (content_hash, valid),
-            Err(error) => {
-                // A writer between truncate and write leaves a short file for a moment:
-                // only content that stays the same across a settle period is rejected.
-                attempt += 1;
-                std::thread::sleep(settle);
-                let settled = hash_file(path).map(|now| now == content_hash).unwrap_or(true);
-                if settled || attempt >= SETTLE_ATTEMPTS {
-                    return Loaded::Rejected(content_hash, error);
-                }
-            }
-        }
-    };
-    match routing::compile(Arc::new(valid), previous.generation() + 1, Some(previous), policy) {
-        Ok(table) => Loaded::Compiled(content_hash, table),
-        Err(error) => Loaded::Rejected(content_hash, RoutesError::single(&name, None, "", error.to_string())),
-    }
+) -> Result<RoutingTable, routing::CompileError> {
+    routing::compile(Arc::new(valid), previous.generation(), Some(previous), policy)
 }
 
-fn read(path: &Path) -> Result<String, RoutesError> {
-    std::fs::read_to_string(path).map_err(|error| RoutesError::unreadable(path, &error))
-}
-
-fn hash(source: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(source.as_bytes())
-}
-
-/// The same hash as [`hash`] of the file's content, read in chunks.
-fn hash_file(path: &Path) -> Result<u64, RoutesError> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|error| RoutesError::unreadable(path, &error))?;
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut chunk = vec![0; 64 * 1024];
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => return Ok(hasher.digest()),
-            Ok(n) => hasher.update(&chunk[..n]),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(RoutesError::unreadable(path, &error)),
-        }
-    }
-}
-
-/// An unreadable file has no content hash; a value no real file hashes to keeps it
-/// from suppressing the next attempt.
-fn hash_unknown() -> u64 {
-    u64::MAX
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_streamed_through_the_hash_hashes_as_its_content() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
-        let path = dir.path().join("routes.json");
-        // Larger than one chunk and not a multiple of it.
-        let content: String = (0..40_000).map(|i| format!("{i},")).collect();
-        std::fs::write(&path, &content).unwrap_or_else(|e| unreachable!("{e}"));
-        assert!(content.len() > 3 * 64 * 1024);
-        assert_eq!(hash_file(&path).ok(), Some(hash(&content)));
-        assert!(hash_file(&dir.path().join("missing.json")).is_err());
-    }
+/// Runs an edit on a copy of `base` and validates the result.
+fn run_edit<T, E>(base: &RoutesFile, edit: &Edit<T, E>) -> Result<(T, ValidRoutes), ApplyError<E>> {
+    let mut spec = base.clone();
+    let value = edit(&mut spec).map_err(ApplyError::Rejected)?;
+    let valid = ValidRoutes::new(spec).map_err(ApplyError::Invalid)?;
+    Ok((value, valid))
 }

@@ -1,20 +1,20 @@
 //! The one-screen summary `graygate check` prints for a valid routes file.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use crate::routes::{AliasSpec, RoutesFile};
 
 /// Functions listed in full; the rest are counted, so the summary stays one screen.
 const MAX_LISTED_FUNCTIONS: usize = 10;
 
-pub fn render(path: &Path, routes: &RoutesFile) -> String {
+/// `source` names where the routes came from (a file's path, an etcd prefix and revision).
+pub fn render(source: &str, routes: &RoutesFile) -> String {
     let count = |f: fn(&crate::routes::FunctionSpec) -> usize| routes.functions.iter().map(f).sum::<usize>();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{}: ok (project {}, region {}): {} function(s), {} version(s), {} alias(es), {} trigger(s)",
-        path.display(),
+        source,
         routes.project_id,
         routes.region,
         routes.functions.len(),

@@ -14,20 +14,11 @@ use http::{HeaderMap, Method};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use crate::secret::{AccessKey, Secret};
 use time::OffsetDateTime;
 use time::format_description::well_known::Iso8601;
 use time::macros::format_description;
-
-/// A secret from the config: never printed, compared only in constant time.
-#[derive(Clone)]
-pub struct Secret(Box<[u8]>);
-
-/// An access key pair accepted by both signature schemes.
-#[derive(Clone)]
-pub struct AccessKey {
-    pub id: String,
-    pub secret: Secret,
-}
 
 /// Everything needed to check a request.
 pub struct Credentials {
@@ -78,30 +69,6 @@ pub enum AuthError {
 /// RFC 3986 unreserved characters stay; everything else is %XX (what both SDKs do).
 const RFC3986: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-// === impl Secret ===
-
-impl Secret {
-    pub fn new(value: &str) -> Self {
-        Secret(value.as_bytes().into())
-    }
-
-    fn matches(&self, presented: &[u8]) -> bool {
-        bool::from(self.0.as_ref().ct_eq(presented))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl std::fmt::Debug for AccessKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AccessKey({}, <redacted>)", self.id)
-    }
-}
 
 // === impl Credentials ===
 
@@ -296,7 +263,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn verify(secret: &Secret, to_sign: &str, presented: &str) -> Result<(), AuthError> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).map_err(|_| AuthError::BadSignature)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose()).map_err(|_| AuthError::BadSignature)?;
     mac.update(to_sign.as_bytes());
     let expected = hex(&mac.finalize().into_bytes());
     if bool::from(expected.as_bytes().ct_eq(presented.to_ascii_lowercase().as_bytes())) {

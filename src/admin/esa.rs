@@ -155,7 +155,7 @@ async fn create_deployment(store: &RoutesStore, params: &HashMap<String, String>
             let function =
                 spec.functions.iter_mut().find(|f| f.name == name).ok_or_else(|| routine_not_exist(&name))?;
             // Versions could have changed since the check above: check again under the lock.
-            let split = code_versions_still_exist(function, split)?;
+            let split = code_versions_still_exist(function, split.clone())?;
             let fname = function.name.clone();
             let index = match function.aliases.iter().position(|a| a.name == env) {
                 Some(index) => index,
@@ -171,8 +171,8 @@ async fn create_deployment(store: &RoutesStore, params: &HashMap<String, String>
             alias.version = split[0].0.clone();
             alias.additional_version_weights = split[1..].iter().cloned().collect();
             alias.additional_version_strategy = IndexMap::new();
-            alias.last_modified = Some(now);
-            alias.deployment_id = Some(id);
+            alias.last_modified = Some(now.clone());
+            alias.deployment_id = Some(id.clone());
             let trigger = TriggerSpec {
                 name: None,
                 path: None,
@@ -215,6 +215,15 @@ async fn create_deployment(store: &RoutesStore, params: &HashMap<String, String>
                 message: format!("cannot persist the change: {io}"),
             }
         }
+        ApplyError::Unavailable(why) => {
+            tracing::warn!(%why, "deployment refused: the routing store is unavailable");
+            EsaError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "ServiceUnavailable",
+                message: format!("The routing store is unavailable: {why}"),
+            }
+        }
+        ApplyError::Conflict(why) => EsaError { status: StatusCode::CONFLICT, code: "Conflict", message: why },
         ApplyError::Internal(why) => {
             tracing::error!(%why, "deployment failed");
             EsaError {

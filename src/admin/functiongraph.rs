@@ -182,7 +182,7 @@ pub(crate) fn body<T: DeserializeOwned>(request: &AdminRequest) -> Result<T, FgE
 /// Runs a change through the store and maps its failures to FunctionGraph errors.
 async fn change<T, F>(store: &RoutesStore, apply: F) -> Result<T, FgError>
 where
-    F: FnOnce(&mut RoutesFile) -> Result<T, FgError> + Send + 'static,
+    F: Fn(&mut RoutesFile) -> Result<T, FgError> + Send + Sync + 'static,
     T: Send + 'static,
 {
     store.apply(apply).await.map_err(|e| match e {
@@ -194,6 +194,11 @@ where
             tracing::error!(error = %io, "cannot write the routes file; the change was not applied");
             error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", format!("cannot persist the change: {io}"))
         }
+        ApplyError::Unavailable(why) => {
+            tracing::warn!(%why, "management change refused: the routing store is unavailable");
+            error(StatusCode::SERVICE_UNAVAILABLE, "FSS.0503", format!("the routing store is unavailable: {why}"))
+        }
+        ApplyError::Conflict(why) => error(StatusCode::CONFLICT, "FSS.0409", why),
         ApplyError::Internal(why) => {
             tracing::error!(%why, "management change failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", "internal error")
@@ -232,7 +237,7 @@ async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion)
         if function.versions.last().is_some_and(|v| v.upstream == function.upstream) {
             return Err(bad("FSS.1016", "latest has not changed since the last version was published"));
         }
-        let name = request.version.unwrap_or(default_name);
+        let name = request.version.clone().unwrap_or_else(|| default_name.clone());
         check_version_name(&name).map_err(|why| bad("FSS.1015", why))?;
         if function.versions.iter().any(|v| v.version == name) || function.aliases.iter().any(|a| a.name == name) {
             return Err(error(StatusCode::CONFLICT, "FSS.1062", format!("version \"{name}\" already exists")));
@@ -240,8 +245,8 @@ async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion)
         function.versions.push(VersionSpec {
             version: name.clone(),
             upstream: function.upstream.clone(),
-            description: request.description,
-            last_modified: Some(now),
+            description: request.description.clone(),
+            last_modified: Some(now.clone()),
         });
         // The answer describes this change, whatever other changes follow it.
         let function = find(spec, &urn)?;
@@ -299,7 +304,7 @@ async fn update_code(store: &RoutesStore, urn: Urn, request: UpdateCode) -> Resu
     };
     crate::routes::validate::check_upstream(&url).map_err(|why| bad("FSS.0400", format!("code_url: {why}")))?;
     let view = change(store, move |spec| {
-        find_mut(spec, &urn)?.upstream = url;
+        find_mut(spec, &urn)?.upstream = url.clone();
         Ok(model::version_view(spec, find(spec, &urn)?, None))
     })
     .await?;
@@ -353,7 +358,7 @@ async fn create_alias(store: &RoutesStore, urn: Urn, request: AliasBody) -> Resu
             last_modified: None,
             deployment_id: None,
         };
-        fill_alias(function, &mut alias, request, now)?;
+        fill_alias(function, &mut alias, request.clone(), now.clone())?;
         function.aliases.push(alias);
         alias_value(spec, &urn, &name)
     })
@@ -371,7 +376,7 @@ async fn update_alias(store: &RoutesStore, urn: Urn, name: &str, request: AliasB
         let function = find_mut(spec, &urn)?;
         let index = function.aliases.iter().position(|a| a.name == target).ok_or_else(|| alias_not_found(&target))?;
         let mut alias = function.aliases[index].clone();
-        fill_alias(function, &mut alias, request, now)?;
+        fill_alias(function, &mut alias, request.clone(), now.clone())?;
         function.aliases[index] = alias;
         alias_value(spec, &urn, &target)
     })
@@ -529,12 +534,12 @@ async fn create_trigger(store: &RoutesStore, urn: Urn, request: CreateTrigger) -
         let function = find(spec, &urn)?;
         let target = target_of(function, &urn.qualifier)?;
         let trigger = TriggerSpec {
-            name: event.name,
-            path: event.path,
+            name: event.name.clone(),
+            path: event.path.clone(),
             target: target.clone(),
-            req_method: method.filter(|m| m != "ANY"),
-            trigger_id: Some(id),
-            created_time: Some(now),
+            req_method: method.clone().filter(|m| m != "ANY"),
+            trigger_id: Some(id.clone()),
+            created_time: Some(now.clone()),
         };
         let fname = function.name.clone();
         let path = trigger.effective_path(&fname);

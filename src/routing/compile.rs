@@ -87,12 +87,14 @@ pub fn compile(
 
     Ok(RoutingTable {
         generation,
+        revision: 0,
         source: routes,
         functions: functions.into_boxed_slice(),
         function_index,
         triggers: triggers.into_boxed_slice(),
         trigger_index,
         max_depth,
+        retire: None,
     })
 }
 

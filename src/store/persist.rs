@@ -1,6 +1,7 @@
-//! Durable replacement of the routes file: temp file in the same directory, fsync, rename,
-//! fsync of the directory. A reader sees the old file or the new one, never a mix, and
-//! after a crash the file is one of the two.
+//! Durable replacement of a file (the routes file, the etcd snapshot): temp file in the same
+//! directory, fsync, rename, fsync of the directory. A reader sees the old file or the new
+//! one, never a mix, and after a crash the file is one of the two — plus, perhaps, the temp
+//! file of the interrupted write, which [`remove_leftovers`] clears at the next start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -36,6 +37,45 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes the temp files an interrupted [`write_atomically`] of `path` left beside it:
+/// `.{name}.{pid}.{n}.tmp` of a process that is no longer running. Nothing else is touched.
+pub fn remove_leftovers(path: &Path) {
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let Some(name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = leftover_pid(&file_name, &prefix) else {
+            continue;
+        };
+        // A temp file of a process still running is its write in progress.
+        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(file = %entry.path().display(), "removed the leftover of an interrupted write"),
+            Err(error) => tracing::warn!(file = %entry.path().display(), %error, "cannot remove a leftover temp file"),
+        }
+    }
+}
+
+/// The pid in `{prefix}{pid}.{n}.tmp`, if `file_name` has exactly that shape.
+fn leftover_pid(file_name: &str, prefix: &str) -> Option<u32> {
+    let middle = file_name.strip_prefix(prefix)?.strip_suffix(".tmp")?;
+    let (pid, counter) = middle.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(counter)).then(|| pid.parse().ok()).flatten()
+}
+
 fn write_temp(temp: &Path, contents: &[u8], permissions: Option<fs::Permissions>) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
     if let Some(permissions) = permissions {
@@ -69,6 +109,25 @@ mod tests {
         write_atomically(&link, b"new").unwrap_or_else(|e| unreachable!("{e}"));
         assert!(fs::symlink_metadata(&link).map(|m| m.file_type().is_symlink()).unwrap_or(false));
         assert_eq!(fs::read_to_string(&real).unwrap_or_default(), "new");
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_writes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let path = dir.path().join("routes.yaml");
+        fs::write(&path, "routes").unwrap_or_else(|e| unreachable!("{e}"));
+        // pid 2^22 + 1 is above Linux's pid_max: no such process is running.
+        let dead = ".routes.yaml.4194305.3.tmp";
+        let kept = [".routes.yaml.swp", "routes.yaml.1.2.tmp", ".routes.yaml.x.2.tmp", ".other.yaml.4194305.1.tmp", "notes"];
+        for name in std::iter::once(dead).chain(kept) {
+            fs::write(dir.path().join(name), "x").unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        remove_leftovers(&path);
+        assert!(!dir.path().join(dead).exists());
+        for name in kept {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap_or_default(), "routes");
     }
 
     #[test]

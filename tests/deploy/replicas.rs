@@ -163,7 +163,7 @@ async fn generation(client: &HttpClient, replica: &Replica) -> u64 {
     assert_eq!(status, StatusCode::OK, "{body}");
     body.trim()
         .strip_prefix("ready generation=")
-        .and_then(|g| g.parse().ok())
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("/readyz: {body}"))
 }
 

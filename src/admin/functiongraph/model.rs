@@ -18,7 +18,7 @@ pub struct PublishVersion {
 }
 
 /// `POST …/aliases` and `PUT …/aliases/{name}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AliasBody {
     pub name: Option<String>,

@@ -1,4 +1,5 @@
 //! `graygate_alias_weight_percent`, read from the routing table in force at scrape time.
+//! It lives beside the store because the store owns that table.
 //!
 //! The configured split is a property of the published table, so the gauge is derived
 //! from it when Prometheus asks rather than kept as 20,000 gauge children that every
