@@ -59,7 +59,8 @@ impl App {
         let admin_addr = local_addr(&admin, config.admin_listen)?;
         let identity = ReplicaIdentity::detect(data_addr, admin_addr);
         let routes =
-            RoutesStore::open(&config.source, metrics.clone(), &config.reload, config.upstream.clone(), identity).await?;
+            RoutesStore::open(&config.source, metrics.clone(), &config.reload, config.upstream.clone(), identity)
+                .await?;
         let (shutdown, stop) = watch::channel(false);
         let settings = ConnSettings::from_config(&config);
 

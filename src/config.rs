@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::{AccessKey, Secret};
 use crate::health::UpstreamPolicy;
+use crate::secret::{AccessKey, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,8 +434,7 @@ fn etcd_settings(
     file: &str,
     relative: &dyn Fn(&PathBuf) -> PathBuf,
 ) -> Result<EtcdSettings, ConfigError> {
-    let invalid =
-        |field, message: String| ConfigError::Invalid { file: file.to_owned(), field, message };
+    let invalid = |field, message: String| ConfigError::Invalid { file: file.to_owned(), field, message };
     if raw.endpoints.is_empty() {
         return Err(invalid("etcd.endpoints", "at least one endpoint is required".into()));
     }
@@ -457,9 +456,13 @@ fn etcd_settings(
         && prefix.bytes().all(|b| b.is_ascii_graphic())
         && !prefix.split('/').skip(1).any(|segment| segment.is_empty() || segment == "." || segment == "..");
     if !prefix_ok {
-        return Err(invalid("etcd.prefix", format!("\"{}\" must be an absolute key path such as /graygate", raw.prefix)));
+        return Err(invalid(
+            "etcd.prefix",
+            format!("\"{}\" must be an absolute key path such as /graygate", raw.prefix),
+        ));
     }
-    for (field, value) in [("etcd.dial_timeout_ms", raw.dial_timeout_ms), ("etcd.request_timeout_ms", raw.request_timeout_ms)]
+    for (field, value) in
+        [("etcd.dial_timeout_ms", raw.dial_timeout_ms), ("etcd.request_timeout_ms", raw.request_timeout_ms)]
     {
         if value == 0 {
             return Err(invalid(field, "must be greater than 0".into()));

@@ -19,9 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::secret::Secret;
 use crate::app::{App, StopSignal};
 use crate::config::ServerConfig;
+use crate::secret::Secret;
 
 const ROUTES_TEMPLATE: &str = include_str!("../config/demo-routes.yaml");
 

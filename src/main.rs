@@ -168,6 +168,11 @@ fn check(config_path: &std::path::Path) -> ExitCode {
                     println!("etcd {}: not reachable, the stored state was not checked ({why})", etcd.prefix);
                     return ExitCode::SUCCESS;
                 }
+                Err(RemoteError::NoState(why)) => {
+                    println!("{}: ok (listen {}, admin {})", config_path.display(), config.listen, config.admin_listen);
+                    println!("etcd {}: {why}; store one with `graygate routes push`", etcd.prefix);
+                    return ExitCode::SUCCESS;
+                }
                 Err(RemoteError::Refused(why)) => return rejected(&why, 1),
             }
         }

@@ -93,8 +93,10 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(generation.clone()))?;
-        let store_connected =
-            IntGauge::new("graygate_store_connected", "1 while the routing store's source answers (a file always does)")?;
+        let store_connected = IntGauge::new(
+            "graygate_store_connected",
+            "1 while the routing store's source answers (a file always does)",
+        )?;
         let store_revision =
             IntGauge::new("graygate_store_revision", "Revision of the routing state this replica serves")?;
         registry.register(Box::new(store_connected.clone()))?;

@@ -87,7 +87,9 @@ pub struct Rejection {
 #[derive(Debug)]
 pub enum ReloadOutcome {
     Unchanged,
-    Applied { generation: u64 },
+    Applied {
+        generation: u64,
+    },
     Rejected(RoutesError),
     /// The state could not be read at all (an I/O error, etcd unreachable): nothing is
     /// wrong with it, and it is not counted as a rejected configuration.
@@ -327,7 +329,6 @@ impl RoutesStore {
             self.metrics.store_status(connected, self.status.borrow().revision);
         }
     }
-
 }
 
 // === impl Source ===

@@ -6,6 +6,7 @@
 //! before it is acknowledged and live when the response is sent.
 
 pub(crate) mod model;
+mod precondition;
 
 use http::{Method, StatusCode};
 use indexmap::IndexMap;
@@ -17,6 +18,7 @@ use crate::routes::validate::{MAX_ALIASES_PER_FUNCTION, check_name, check_trigge
 use crate::routes::{AliasSpec, FunctionSpec, RoutesFile, TriggerSpec, VersionSpec};
 use crate::store::{ApplyError, RoutesStore};
 use model::{AliasBody, ApigEventData, CreateTrigger, PublishVersion, UpdateCode};
+use precondition::{IfMatch, etag, tag, versions_etag};
 
 /// A FunctionGraph error: `{"error_code", "error_msg"}` with its HTTP status.
 #[derive(Debug)]
@@ -74,19 +76,20 @@ async fn dispatch(store: &RoutesStore, request: &AdminRequest) -> Result<Reply, 
         return Err(function_not_found());
     }
     let method = &request.method;
+    let precondition = IfMatch::from_headers(&request.headers);
     match rest {
         ["functions", urn, tail @ ..] => {
             let urn = parse_urn(urn, spec)?;
             match (tail, method) {
-                ([], &Method::DELETE) => delete_version(store, urn).await,
+                ([], &Method::DELETE) => delete_version(store, urn, precondition).await,
                 (["versions"], &Method::GET) => list_versions(spec, &urn, request.query.as_deref()),
                 (["versions"], &Method::POST) => publish_version(store, urn, body(request)?).await,
-                (["code"], &Method::PUT) => update_code(store, urn, body(request)?).await,
+                (["code"], &Method::PUT) => update_code(store, urn, body(request)?, precondition).await,
                 (["aliases"], &Method::GET) => list_aliases(spec, &urn),
                 (["aliases"], &Method::POST) => create_alias(store, urn, body(request)?).await,
                 (["aliases", name], &Method::GET) => show_alias(spec, &urn, name),
-                (["aliases", name], &Method::PUT) => update_alias(store, urn, name, body(request)?).await,
-                (["aliases", name], &Method::DELETE) => delete_alias(store, urn, name).await,
+                (["aliases", name], &Method::PUT) => update_alias(store, urn, name, body(request)?, precondition).await,
+                (["aliases", name], &Method::DELETE) => delete_alias(store, urn, name, precondition).await,
                 (["versions" | "code" | "aliases", ..], _) => Err(not_allowed(method)),
                 _ => Err(error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")),
             }
@@ -97,7 +100,7 @@ async fn dispatch(store: &RoutesStore, request: &AdminRequest) -> Result<Reply, 
                 ([], &Method::GET) => list_triggers(spec, &urn),
                 ([], &Method::POST) => create_trigger(store, urn, body(request)?).await,
                 (["APIG", id], &Method::GET) => show_trigger(spec, &urn, id),
-                (["APIG", id], &Method::DELETE) => delete_trigger(store, urn, id).await,
+                (["APIG", id], &Method::DELETE) => delete_trigger(store, urn, id, precondition).await,
                 ([] | ["APIG", _], _) => Err(not_allowed(method)),
                 _ => Err(error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")),
             }
@@ -226,7 +229,8 @@ fn list_versions(spec: &RoutesFile, urn: &Urn, query: Option<&str>) -> Result<Re
     }
     let page: Vec<&Value> = all.iter().skip(marker).take(max_items).collect();
     let next = (marker + page.len()).min(all.len());
-    Ok(json_reply(StatusCode::OK, &json!({ "versions": page, "next_marker": next, "count": all.len() })))
+    let reply = json_reply(StatusCode::OK, &json!({ "versions": page, "next_marker": next, "count": all.len() }));
+    Ok(tag(reply, &versions_etag(function)))
 }
 
 async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion) -> Result<Reply, FgError> {
@@ -257,7 +261,7 @@ async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion)
 }
 
 /// `DELETE /functions/{urn:version}`: removes a published version nothing refers to.
-async fn delete_version(store: &RoutesStore, urn: Urn) -> Result<Reply, FgError> {
+async fn delete_version(store: &RoutesStore, urn: Urn, precondition: IfMatch) -> Result<Reply, FgError> {
     let version = match &urn.qualifier {
         Qualifier::Version(version) => version.clone(),
         Qualifier::Latest => return Err(bad("FSS.1015", "latest cannot be deleted")),
@@ -271,6 +275,7 @@ async fn delete_version(store: &RoutesStore, urn: Urn) -> Result<Reply, FgError>
             function.versions.iter().position(|v| v.version == version).ok_or_else(|| {
                 error(StatusCode::NOT_FOUND, "FSS.1052", format!("Not found the version \"{version}\""))
             })?;
+        precondition.check(&versions_etag(function), "the version list")?;
         let in_use = |why: String| error(StatusCode::FORBIDDEN, "FSS.1094", why);
         for alias in &function.aliases {
             if alias.additional_version_weights.contains_key(&version)
@@ -298,17 +303,25 @@ async fn delete_version(store: &RoutesStore, urn: Urn) -> Result<Reply, FgError>
     Ok(super::empty_reply(StatusCode::NO_CONTENT))
 }
 
-async fn update_code(store: &RoutesStore, urn: Urn, request: UpdateCode) -> Result<Reply, FgError> {
+async fn update_code(
+    store: &RoutesStore,
+    urn: Urn,
+    request: UpdateCode,
+    precondition: IfMatch,
+) -> Result<Reply, FgError> {
     let Some(url) = request.code_url else {
         return Err(bad("FSS.0400", "code_url (the upstream that serves latest) is required"));
     };
     crate::routes::validate::check_upstream(&url).map_err(|why| bad("FSS.0400", format!("code_url: {why}")))?;
     let view = change(store, move |spec| {
-        find_mut(spec, &urn)?.upstream = url.clone();
-        Ok(model::version_view(spec, find(spec, &urn)?, None))
+        let function = find_mut(spec, &urn)?;
+        precondition.check(&versions_etag(function), "the version list")?;
+        function.upstream = url.clone();
+        let function = find(spec, &urn)?;
+        Ok((model::version_view(spec, function, None), versions_etag(function)))
     })
     .await?;
-    Ok(json_reply(StatusCode::OK, &view))
+    Ok(tag(json_reply(StatusCode::OK, &view.0), &view.1))
 }
 
 // === aliases ===
@@ -322,7 +335,7 @@ fn list_aliases(spec: &RoutesFile, urn: &Urn) -> Result<Reply, FgError> {
 fn show_alias(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Reply, FgError> {
     let function = find(spec, urn)?;
     let alias = function.aliases.iter().find(|a| a.name == name).ok_or_else(|| alias_not_found(name))?;
-    Ok(json_reply(StatusCode::OK, &model::alias_view(spec, function, alias)))
+    Ok(tag(json_reply(StatusCode::OK, &model::alias_view(spec, function, alias)), &etag(alias)))
 }
 
 fn alias_not_found(name: &str) -> FgError {
@@ -366,7 +379,13 @@ async fn create_alias(store: &RoutesStore, urn: Urn, request: AliasBody) -> Resu
     Ok(json_reply(StatusCode::OK, &view))
 }
 
-async fn update_alias(store: &RoutesStore, urn: Urn, name: &str, request: AliasBody) -> Result<Reply, FgError> {
+async fn update_alias(
+    store: &RoutesStore,
+    urn: Urn,
+    name: &str,
+    request: AliasBody,
+    precondition: IfMatch,
+) -> Result<Reply, FgError> {
     if request.name.as_deref().is_some_and(|n| n != name) {
         return Err(bad("FSS.1014", "an alias cannot be renamed"));
     }
@@ -375,13 +394,15 @@ async fn update_alias(store: &RoutesStore, urn: Urn, name: &str, request: AliasB
     let view = change(store, move |spec| {
         let function = find_mut(spec, &urn)?;
         let index = function.aliases.iter().position(|a| a.name == target).ok_or_else(|| alias_not_found(&target))?;
+        precondition.check(&etag(&function.aliases[index]), "the alias")?;
         let mut alias = function.aliases[index].clone();
         fill_alias(function, &mut alias, request.clone(), now.clone())?;
+        let tag = etag(&alias);
         function.aliases[index] = alias;
-        alias_value(spec, &urn, &target)
+        Ok((alias_value(spec, &urn, &target)?, tag))
     })
     .await?;
-    Ok(json_reply(StatusCode::OK, &view))
+    Ok(tag(json_reply(StatusCode::OK, &view.0), &view.1))
 }
 
 /// Applies a create/update body to `alias` with FunctionGraph's error codes; a PUT
@@ -440,11 +461,12 @@ fn alias_value(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Value, FgErro
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", e.to_string()))
 }
 
-async fn delete_alias(store: &RoutesStore, urn: Urn, name: &str) -> Result<Reply, FgError> {
+async fn delete_alias(store: &RoutesStore, urn: Urn, name: &str, precondition: IfMatch) -> Result<Reply, FgError> {
     let target = name.to_owned();
     change(store, move |spec| {
         let function = find_mut(spec, &urn)?;
         let index = function.aliases.iter().position(|a| a.name == target).ok_or_else(|| alias_not_found(&target))?;
+        precondition.check(&etag(&function.aliases[index]), "the alias")?;
         if let Some(trigger) = function.triggers.iter().find(|t| t.target == target) {
             return Err(error(
                 StatusCode::FORBIDDEN,
@@ -496,7 +518,7 @@ fn show_trigger(spec: &RoutesFile, urn: &Urn, id: &str) -> Result<Reply, FgError
     let function = find(spec, urn)?;
     let trigger =
         function.triggers.iter().find(|t| t.effective_id(&function.name) == id).ok_or_else(|| trigger_not_found(id))?;
-    Ok(json_reply(StatusCode::OK, &model::trigger_view(function, trigger)))
+    Ok(tag(json_reply(StatusCode::OK, &model::trigger_view(function, trigger)), &etag(trigger)))
 }
 
 fn trigger_not_found(id: &str) -> FgError {
@@ -567,13 +589,14 @@ async fn create_trigger(store: &RoutesStore, urn: Urn, request: CreateTrigger) -
     Ok(json_reply(StatusCode::CREATED, &view))
 }
 
-async fn delete_trigger(store: &RoutesStore, urn: Urn, id: &str) -> Result<Reply, FgError> {
+async fn delete_trigger(store: &RoutesStore, urn: Urn, id: &str, precondition: IfMatch) -> Result<Reply, FgError> {
     let id = id.to_owned();
     change(store, move |spec| {
         let function = find_mut(spec, &urn)?;
         let name = function.name.clone();
         let index =
             function.triggers.iter().position(|t| t.effective_id(&name) == id).ok_or_else(|| trigger_not_found(&id))?;
+        precondition.check(&etag(&function.triggers[index]), "the trigger")?;
         function.triggers.remove(index);
         Ok(())
     })

@@ -152,10 +152,7 @@ mod tests {
         assert_eq!(changes.aliases.added, ["a/beta"]);
         assert_eq!(changes.aliases.changed, ["a/prod"]);
         assert_eq!(changes.aliases.removed, ["a/old"]);
-        assert_eq!(
-            changes.to_string(),
-            "functions +[fresh] ~[a] -[gone]; aliases +[a/beta] ~[a/prod] -[a/old]"
-        );
+        assert_eq!(changes.to_string(), "functions +[fresh] ~[a] -[gone]; aliases +[a/beta] ~[a/prod] -[a/old]");
         assert!(Changes::between(&new, &new).is_empty());
         assert_eq!(Changes::between(&new, &new).to_string(), "nothing");
     }

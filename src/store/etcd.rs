@@ -151,7 +151,12 @@ impl EtcdSource {
             }
             Err(error) => {
                 self.shared.set_connected(store, false);
-                ReloadOutcome::Unreadable(RoutesError::single(&self.shared.settings.prefix, None, "", error.to_string()))
+                ReloadOutcome::Unreadable(RoutesError::single(
+                    &self.shared.settings.prefix,
+                    None,
+                    "",
+                    error.to_string(),
+                ))
             }
         }
     }
@@ -219,13 +224,19 @@ impl Shared {
     }
 
     /// Every key of `[start, end)` at `revision` (0: the current one), a page at a time.
-    async fn list_range(&self, start: Vec<u8>, end: Vec<u8>, revision: i64) -> Result<(Vec<KeyValue>, i64, String), EtcdError> {
+    async fn list_range(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        revision: i64,
+    ) -> Result<(Vec<KeyValue>, i64, String), EtcdError> {
         let mut kvs = Vec::new();
         let mut key = start;
         let mut revision = revision;
         let mut cluster_id;
         loop {
-            let request = RangeRequest { key, range_end: end.clone(), limit: PAGE, revision, ..RangeRequest::default() };
+            let request =
+                RangeRequest { key, range_end: end.clone(), limit: PAGE, revision, ..RangeRequest::default() };
             let page = self.client.range(&request).await?;
             if revision == 0 {
                 revision = page.header.revision;
@@ -346,6 +357,10 @@ async fn sync(store: &RoutesStore, shared: &Shared) -> ReloadOutcome {
             Err(lost) => Err(RoutesError::single(&shared.settings.prefix, None, "", lost.to_string())),
         };
         let mut mirror = shared.lock();
+        if mirror.settled == version {
+            // Another sync (the watch's, or an edit's) published this version meanwhile.
+            return ReloadOutcome::Unchanged;
+        }
         if mirror.version != version {
             continue;
         }

@@ -118,7 +118,8 @@ mod tests {
         fs::write(&path, "routes").unwrap_or_else(|e| unreachable!("{e}"));
         // pid 2^22 + 1 is above Linux's pid_max: no such process is running.
         let dead = ".routes.yaml.4194305.3.tmp";
-        let kept = [".routes.yaml.swp", "routes.yaml.1.2.tmp", ".routes.yaml.x.2.tmp", ".other.yaml.4194305.1.tmp", "notes"];
+        let kept =
+            [".routes.yaml.swp", "routes.yaml.1.2.tmp", ".routes.yaml.x.2.tmp", ".other.yaml.4194305.1.tmp", "notes"];
         for name in std::iter::once(dead).chain(kept) {
             fs::write(dir.path().join(name), "x").unwrap_or_else(|e| unreachable!("{e}"));
         }

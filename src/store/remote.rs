@@ -31,14 +31,22 @@ pub enum RemoteError {
     /// The store answered, and what it holds (or what was asked) is refused.
     #[error("{0}")]
     Refused(String),
+    /// The store answered and holds no routing state yet.
+    #[error("{0}")]
+    NoState(String),
 }
 
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
     /// The stored state already was this one; nothing was written.
-    Unchanged { revision: u64 },
-    Stored { revision: u64, functions: usize },
+    Unchanged {
+        revision: u64,
+    },
+    Stored {
+        revision: u64,
+        functions: usize,
+    },
 }
 
 /// The stored state as a push or a pull sees it.
@@ -81,9 +89,9 @@ pub async fn pull(source: &SourceSettings) -> Result<(RoutesFile, Option<u64>), 
         SourceSettings::Etcd(settings) => {
             let client = EtcdClient::new(settings).map_err(|e| RemoteError::Refused(e.to_string()))?;
             let stored = read(&client, &Layout::new(&settings.prefix)).await?;
-            let routes = stored
-                .routes
-                .ok_or_else(|| refused(&format!("no routing state is stored under {} yet", settings.prefix)))?;
+            let routes = stored.routes.ok_or_else(|| {
+                RemoteError::NoState(format!("no routing state is stored under {} yet", settings.prefix))
+            })?;
             Ok((routes, Some(u64::try_from(stored.revision).unwrap_or(0))))
         }
     }
@@ -96,7 +104,10 @@ async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<
     if let Some(expected) = expect
         && u64::try_from(stored.revision).ok() != Some(expected)
     {
-        return Err(RemoteError::Refused(format!("the stored state is at revision {}, not {expected}: nothing was pushed", stored.revision)));
+        return Err(RemoteError::Refused(format!(
+            "the stored state is at revision {}, not {expected}: nothing was pushed",
+            stored.revision
+        )));
     }
     let mut wanted = routes.clone();
     wanted.functions.sort_by(|a, b| a.name.cmp(&b.name));
@@ -119,7 +130,8 @@ async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<
     if !batch.is_empty() {
         stage(&client, batch).await?;
     }
-    let head = Head { set: set.clone(), project_id: wanted.project_id.clone(), region: wanted.region.clone(), format: FORMAT };
+    let head =
+        Head { set: set.clone(), project_id: wanted.project_id.clone(), region: wanted.region.clone(), format: FORMAT };
     let (sets_start, sets_end) = layout.sets();
     let (new_start, new_end) = layout.set(&set);
     let mut compare = vec![match &stored.head {
@@ -150,9 +162,14 @@ async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<
     };
     let answer = client.txn(&flip).await?;
     if !answer.succeeded {
-        return Err(RemoteError::Refused("the stored state changed while pushing: nothing was changed; pull and push again".into()));
+        return Err(RemoteError::Refused(
+            "the stored state changed while pushing: nothing was changed; pull and push again".into(),
+        ));
     }
-    Ok(Pushed::Stored { revision: u64::try_from(answer.header.revision).unwrap_or(0), functions: wanted.functions.len() })
+    Ok(Pushed::Stored {
+        revision: u64::try_from(answer.header.revision).unwrap_or(0),
+        functions: wanted.functions.len(),
+    })
 }
 
 async fn stage(client: &EtcdClient, batch: Vec<RequestOp>) -> Result<(), RemoteError> {
@@ -193,7 +210,8 @@ async fn read(client: &EtcdClient, layout: &Layout) -> Result<Stored, RemoteErro
         let layout::Key::Function { name, .. } = layout.classify(&key) else {
             return Err(RemoteError::Refused(format!("{key}: not a key of the routing state this graygate knows")));
         };
-        let function = layout::decode_function(name, &kv.value).map_err(|why| RemoteError::Refused(format!("{key}: {why}")))?;
+        let function =
+            layout::decode_function(name, &kv.value).map_err(|why| RemoteError::Refused(format!("{key}: {why}")))?;
         state_revision = state_revision.max(kv.mod_revision);
         functions.insert(name.to_owned(), function);
     }
@@ -220,7 +238,7 @@ fn refused(why: &str) -> RemoteError {
 impl From<EtcdError> for RemoteError {
     fn from(error: EtcdError) -> Self {
         match error {
-            EtcdError::Unavailable(_) => RemoteError::Unavailable(error.to_string()),
+            EtcdError::Unavailable(_) | EtcdError::Unreachable(_) => RemoteError::Unavailable(error.to_string()),
             _ => RemoteError::Refused(error.to_string()),
         }
     }

@@ -79,8 +79,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
         let path = dir.path().join("routes.snapshot.json");
         assert_eq!(load(&path, "/gg").ok(), Some(None), "no file is no snapshot");
-        let routes: RoutesFile = serde_json::from_str(r#"{"project_id":"p","functions":[{"name":"a","upstream":"http://x:1"}]}"#)
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let routes: RoutesFile =
+            serde_json::from_str(r#"{"project_id":"p","functions":[{"name":"a","upstream":"http://x:1"}]}"#)
+                .unwrap_or_else(|e| unreachable!("{e}"));
         save(&path, "/gg", 17, &routes).unwrap_or_else(|e| unreachable!("{e}"));
         let (valid, revision) = load(&path, "/gg").ok().flatten().unwrap_or_else(|| unreachable!("loads"));
         assert_eq!((valid.spec(), revision), (&routes, 17));

@@ -25,8 +25,8 @@ use serde::de::DeserializeOwned;
 
 use super::wire::{
     AuthenticateRequest, AuthenticateResponse, ErrorBody, LeaseGrantRequest, LeaseGrantResponse, LeaseId,
-    LeaseKeepAliveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, StreamItem, TxnRequest,
-    TxnResponse, WatchCreate, WatchCreateRequest, WatchResponse,
+    LeaseKeepAliveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, StreamItem, TxnRequest, TxnResponse,
+    WatchCreate, WatchCreateRequest, WatchResponse,
 };
 use crate::config::EtcdSettings;
 use crate::secret::Secret;
@@ -52,7 +52,11 @@ pub struct EtcdClient {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EtcdError {
-    /// No endpoint answered (refused, timed out, unavailable): try again later.
+    /// No endpoint could be connected to: the request reached no etcd.
+    #[error("etcd unreachable: {0}")]
+    Unreachable(String),
+    /// A request was sent but not answered (timed out, cut off, unavailable): it may or
+    /// may not have been applied.
     #[error("etcd unavailable: {0}")]
     Unavailable(String),
     /// The revision asked for was compacted away.
@@ -170,7 +174,7 @@ impl EtcdClient {
     async fn send(&self, path: &str, body: Bytes) -> Result<Incoming, EtcdError> {
         let count = self.endpoints.len().max(1);
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut last = EtcdError::Unavailable("no endpoint configured".into());
+        let mut last = EtcdError::Unreachable("no endpoint configured".into());
         for attempt in 0..count {
             let index = (first + attempt) % count;
             let Some(endpoint) = self.endpoints.get(index) else { break };
@@ -186,8 +190,11 @@ impl EtcdClient {
                         self.set_token(None);
                         continue;
                     }
-                    Err(error @ EtcdError::Unavailable(_)) => {
-                        last = error;
+                    Err(error @ (EtcdError::Unavailable(_) | EtcdError::Unreachable(_))) => {
+                        // One endpoint that may have applied it is enough to report.
+                        if !matches!(last, EtcdError::Unavailable(_)) || matches!(error, EtcdError::Unavailable(_)) {
+                            last = error;
+                        }
                         break;
                     }
                     Err(error) => return Err(error),
@@ -223,8 +230,13 @@ impl EtcdClient {
         body: Bytes,
         token: Option<&str>,
     ) -> Result<http::Response<Incoming>, EtcdError> {
-        let uri = format!("{}://{}{path}", endpoint.scheme_str().unwrap_or("http"), endpoint.authority().map_or("", |a| a.as_str()));
-        let mut request = Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, "application/json");
+        let uri = format!(
+            "{}://{}{path}",
+            endpoint.scheme_str().unwrap_or("http"),
+            endpoint.authority().map_or("", |a| a.as_str())
+        );
+        let mut request =
+            Request::builder().method(Method::POST).uri(uri).header(header::CONTENT_TYPE, "application/json");
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, token);
         }
@@ -232,6 +244,7 @@ impl EtcdClient {
         let exchange = self.http.request(request);
         match tokio::time::timeout(self.request_timeout, exchange).await {
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if error.is_connect() => Err(EtcdError::Unreachable(format!("{endpoint}: {error}"))),
             Ok(Err(error)) => Err(EtcdError::Unavailable(format!("{endpoint}: {error}"))),
             Err(_) => Err(EtcdError::Unavailable(format!("{endpoint}: no answer within {:?}", self.request_timeout))),
         }
@@ -249,7 +262,10 @@ impl EtcdClient {
         let answer: AuthenticateResponse = serde_json::from_slice(&bytes).unwrap_or_default();
         if answer.token.is_empty() {
             let error: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(EtcdError::Refused { code: error.code, message: format!("authentication failed: {}", error.message) });
+            return Err(EtcdError::Refused {
+                code: error.code,
+                message: format!("authentication failed: {}", error.message),
+            });
         }
         self.set_token(Some(answer.token.clone()));
         Ok(answer.token)
@@ -288,10 +304,11 @@ fn tls_config(settings: &EtcdSettings) -> Result<rustls::ClientConfig, ClientSet
             roots.add_parsable_certificates(found.certs);
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(&e))?
-        .with_root_certificates(roots);
+    let builder =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(&e))?
+            .with_root_certificates(roots);
     match tls.and_then(|t| t.cert.as_ref().zip(t.key.as_ref())) {
         Some((cert, key)) => {
             let chain = CertificateDer::pem_file_iter(cert)

@@ -43,7 +43,9 @@ pub async fn apply<T: Send + 'static, E: Send + 'static>(
         let (base, version) = {
             let mirror = shared.lock();
             if !mirror.listed {
-                return Err(ApplyError::Unavailable("not yet synchronised with etcd; the snapshot is being served".into()));
+                return Err(ApplyError::Unavailable(
+                    "not yet synchronised with etcd; the snapshot is being served".into(),
+                ));
             }
             let base = mirror.base().ok_or_else(|| {
                 ApplyError::Unavailable(format!(
@@ -100,11 +102,18 @@ pub async fn apply<T: Send + 'static, E: Send + 'static>(
                 return Ok(value);
             }
             Ok(lost) => {
-                tracing::debug!(revision = lost.header.revision, "another change came first; re-listing to retry the edit");
+                tracing::debug!(
+                    revision = lost.header.revision,
+                    "another change came first; re-listing to retry the edit"
+                );
                 if let Err(error) = shared.relist().await {
                     shared.set_connected(store, false);
                     return Err(ApplyError::Unavailable(error.to_string()));
                 }
+            }
+            Err(EtcdError::Unreachable(why)) => {
+                shared.set_connected(store, false);
+                return Err(ApplyError::Unavailable(format!("etcd is unreachable, nothing was changed ({why})")));
             }
             Err(EtcdError::Unavailable(why)) => {
                 shared.set_connected(store, false);
@@ -221,7 +230,11 @@ mod tests {
         let next = RoutesFile {
             project_id: "p".into(),
             region: "local".into(),
-            functions: vec![function("same", "http://a:1"), function("edited", "http://b:2"), function("new", "http://c:3")],
+            functions: vec![
+                function("same", "http://a:1"),
+                function("edited", "http://b:2"),
+                function("new", "http://c:3"),
+            ],
         };
         let plan = plan(&layout, &base, &next).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(plan.changes_anything);
@@ -237,7 +250,11 @@ mod tests {
         let unchanged = RoutesFile {
             project_id: "p".into(),
             region: "local".into(),
-            functions: vec![function("same", "http://a:1"), function("edited", "http://a:1"), function("gone", "http://a:1")],
+            functions: vec![
+                function("same", "http://a:1"),
+                function("edited", "http://a:1"),
+                function("gone", "http://a:1"),
+            ],
         };
         assert!(!super::plan(&layout, &base, &unchanged).map(|p| p.changes_anything).unwrap_or(true));
     }

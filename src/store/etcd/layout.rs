@@ -41,10 +41,17 @@ pub struct Head {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key<'k> {
     Head,
-    Function { set: &'k str, name: &'k str },
+    Function {
+        set: &'k str,
+        name: &'k str,
+    },
     /// Another key inside a set (a kind this version does not know).
-    InSet { set: &'k str },
-    Replica { id: &'k str },
+    InSet {
+        set: &'k str,
+    },
+    Replica {
+        id: &'k str,
+    },
     /// Outside the layout: ignored (left to whoever wrote it).
     Other,
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::sync::watch as signal;
 
 use super::wire::RangeRequest;
-use crate::reload::{Hangup, hangup_signal as hangup, recv_hangup};
 use super::{Shared, sync};
+use crate::reload::{Hangup, hangup_signal as hangup, recv_hangup};
 use crate::store::{ReloadOutcome, RoutesStore};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -74,7 +74,8 @@ pub async fn run(store: Arc<RoutesStore>, shared: Arc<Shared>, mut shutdown: sig
 /// Lists if asked to (or if etcd went back in time), else just checks that it answers.
 async fn connect(store: &RoutesStore, shared: &Shared, relist: bool) -> Result<(), super::EtcdError> {
     if !relist {
-        let probe = RangeRequest { key: shared.layout.head().into_bytes(), count_only: true, ..RangeRequest::default() };
+        let probe =
+            RangeRequest { key: shared.layout.head().into_bytes(), count_only: true, ..RangeRequest::default() };
         let answer = shared.client.range(&probe).await?;
         let (complete, cluster) = {
             let mirror = shared.lock();
@@ -85,7 +86,11 @@ async fn connect(store: &RoutesStore, shared: &Shared, relist: bool) -> Result<(
         if !rewound && !replaced {
             return Ok(());
         }
-        tracing::warn!(etcd = answer.header.revision, ours = complete, "etcd's revision is behind ours (restored?); re-listing");
+        tracing::warn!(
+            etcd = answer.header.revision,
+            ours = complete,
+            "etcd's revision is behind ours (restored?); re-listing"
+        );
         shared.lock().rewind();
     }
     shared.relist().await?;

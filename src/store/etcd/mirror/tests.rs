@@ -68,7 +68,11 @@ fn an_older_write_never_replaces_a_newer_one_and_the_echo_of_our_own_commit_chan
     assert!(!mirror.apply_events(&[put(&key("s1", "a"), 7, &function("a", 7))]));
     assert_eq!(mirror.version, version);
     // A listing taken before the commit (at 6) must not undo it.
-    assert!(!mirror.reconcile(vec![kv(HEAD, 2, &head("s1")), kv(&key("s1", "a"), 6, &function("a", 6))], Vec::new(), 6));
+    assert!(!mirror.reconcile(
+        vec![kv(HEAD, 2, &head("s1")), kv(&key("s1", "a"), 6, &function("a", 6))],
+        Vec::new(),
+        6
+    ));
     assert_eq!(upstreams(&mirror), [("a".into(), "http://127.0.0.1:7".into())]);
     // Nor may a late event below what is complete.
     assert!(!mirror.apply_events(&[put(&key("s1", "a"), 3, &function("a", 3))]));
@@ -78,14 +82,26 @@ fn an_older_write_never_replaces_a_newer_one_and_the_echo_of_our_own_commit_chan
 #[test]
 fn a_listing_deletes_what_it_no_longer_holds() {
     let mut mirror = mirror();
-    let first = vec![kv(HEAD, 2, &head("s1")), kv(&key("s1", "a"), 2, &function("a", 1)), kv(&key("s1", "b"), 3, &function("b", 2))];
+    let first = vec![
+        kv(HEAD, 2, &head("s1")),
+        kv(&key("s1", "a"), 2, &function("a", 1)),
+        kv(&key("s1", "b"), 3, &function("b", 2)),
+    ];
     assert!(mirror.reconcile(first, vec![kv("/gg/replicas/r1", 3, "not json")], 3));
     assert!(!mirror.reconcile(
-        vec![kv(HEAD, 2, &head("s1")), kv(&key("s1", "a"), 2, &function("a", 1)), kv(&key("s1", "b"), 3, &function("b", 2))],
+        vec![
+            kv(HEAD, 2, &head("s1")),
+            kv(&key("s1", "a"), 2, &function("a", 1)),
+            kv(&key("s1", "b"), 3, &function("b", 2))
+        ],
         Vec::new(),
         9
     ));
-    assert!(mirror.reconcile(vec![kv(HEAD, 2, &head("s1")), kv(&key("s1", "a"), 2, &function("a", 1))], Vec::new(), 12));
+    assert!(mirror.reconcile(
+        vec![kv(HEAD, 2, &head("s1")), kv(&key("s1", "a"), 2, &function("a", 1))],
+        Vec::new(),
+        12
+    ));
     assert_eq!(upstreams(&mirror), [("a".into(), "http://127.0.0.1:1".into())]);
     assert_eq!(mirror.state_revision, 12, "a deletion seen by a listing is dated at the listing");
     assert!(mirror.replicas().is_empty());
