@@ -166,7 +166,7 @@ pub enum SourceSettings {
     /// A routes file, watched and hot-reloaded; API changes rewrite it.
     File(PathBuf),
     /// A prefix in etcd that every replica of a fleet lists and watches.
-    Etcd(EtcdSettings),
+    Etcd(Box<EtcdSettings>),
 }
 
 #[derive(Debug, Clone)]
@@ -315,7 +315,7 @@ impl ServerConfig {
                 return Err(invalid("etcd", "set either routes (a file) or etcd (a fleet's store), not both"));
             }
             (routes, None) => SourceSettings::File(relative(routes.as_ref().unwrap_or(&default_routes()))),
-            (None, Some(etcd)) => SourceSettings::Etcd(etcd_settings(etcd, file, &relative)?),
+            (None, Some(etcd)) => SourceSettings::Etcd(Box::new(etcd_settings(etcd, file, &relative)?)),
         };
         if l.max_connections_per_upstream == 0 {
             return Err(invalid("limits.max_connections_per_upstream", "must be greater than 0"));

@@ -1,7 +1,7 @@
 //! etcd as the source of the routing state: what a fleet of replicas shares.
 //!
-//! Every replica lists the fleet's prefix once and then watches it from the listed revision
-//! + 1 ([`watch`]); what it sees goes into its [`mirror`], and the state read out of the
+//! Every replica lists the fleet's prefix once and then watches it from the revision after
+//! the listing ([`watch`]); what it sees goes into its [`mirror`], and the state read out of the
 //! mirror is validated, compiled and published like a routes file. An edit through the API
 //! runs on the state this replica serves and is committed as one transaction guarded by the
 //! head's and the set's mod revisions ([`commit`]): if another replica (or a hand edit) got

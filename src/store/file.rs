@@ -41,7 +41,7 @@ struct Known {
 
 enum Loaded {
     Unchanged,
-    Compiled(u64, RoutingTable, Changes),
+    Compiled(u64, Box<RoutingTable>, Changes),
     Rejected(u64, RoutesError),
     Unreadable(RoutesError),
 }
@@ -83,7 +83,7 @@ pub(super) async fn reload(store: &RoutesStore, source: &FileSource, force: bool
         }
         Loaded::Compiled(content_hash, table, changes) => {
             source.set_known(Known { applied_hash: content_hash, rejected_hash: None });
-            let generation = store.publish(table, Stamp::Next);
+            let generation = store.publish(*table, Stamp::Next);
             tracing::info!(generation, changes = %changes, "routes reloaded from the file");
             ReloadOutcome::Applied { generation }
         }
@@ -115,7 +115,7 @@ pub(super) async fn apply<T: Send + 'static, E: Send + 'static>(
                 Loaded::Compiled(_, table, _) => Some(table),
                 Loaded::Unchanged | Loaded::Rejected(..) | Loaded::Unreadable(_) => None,
             };
-            let base: &RoutingTable = adopted.as_ref().unwrap_or(&previous);
+            let base: &RoutingTable = adopted.as_deref().unwrap_or(&previous);
             let (value, valid) = run_edit(base.source().spec(), &*edit)?;
             let changes = Changes::between(base.source().spec(), valid.spec());
             let text = render(valid.spec()).map_err(ApplyError::Internal)?;
@@ -217,7 +217,7 @@ fn load(
     };
     let changes = Changes::between(previous.source().spec(), valid.spec());
     match compile_over(valid, previous, policy) {
-        Ok(table) => Loaded::Compiled(content_hash, table, changes),
+        Ok(table) => Loaded::Compiled(content_hash, Box::new(table), changes),
         Err(error) => Loaded::Rejected(content_hash, RoutesError::single(&name, None, "", error.to_string())),
     }
 }

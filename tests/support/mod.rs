@@ -122,6 +122,25 @@ impl TestClient {
         self.send_to(&url, method, headers, body).await
     }
 
+    /// Like `request`, but `None` when the connection fails (a server not listening yet).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Option<Answer> {
+        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).ok()?;
+        let response = tokio::time::timeout(PATIENCE, self.client.request(request)).await.ok()?.ok()?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(PATIENCE, body.collect()).await.ok()?.ok()?.to_bytes();
+        Some(Answer { status: parts.status, headers: parts.headers, body })
+    }
+
     pub async fn send_to(&self, url: &str, method: Method, headers: &[(&str, &str)], body: Bytes) -> Answer {
         let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {

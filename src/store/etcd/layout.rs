@@ -155,7 +155,7 @@ pub fn decode_function(name: &str, value: &[u8]) -> Result<FunctionSpec, String>
     let mut deserializer = serde_json::Deserializer::from_slice(value);
     let function: FunctionSpec =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| match e.path().to_string().as_str() {
-            "." => e.into_inner().to_string(),
+            "." | "?" => e.into_inner().to_string(),
             path => format!("{path}: {}", e.into_inner()),
         })?;
     if function.name != name {
