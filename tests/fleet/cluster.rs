@@ -44,30 +44,47 @@ fn kill(child: &mut Child, signal: &str) {
 
 // === etcd ===
 
-/// One etcd member on loopback; `stop` and `start` keep its data directory and ports.
+/// One etcd member on loopback; `kill` and `resume` keep its data directory and ports.
 pub struct Etcd {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub client_port: u16,
     peer_port: u16,
+    scheme: &'static str,
+    /// Extra server flags (TLS files, the auth token's TTL).
+    server_args: Vec<String>,
+    /// Extra etcdctl flags (credentials, TLS files).
+    pub ctl_args: Vec<String>,
 }
 
 impl Etcd {
     pub async fn start() -> Etcd {
-        let mut etcd =
-            Etcd { child: None, dir: tempfile::tempdir().unwrap(), client_port: free_port(), peer_port: free_port() };
+        Etcd::start_with("http", Vec::new(), Vec::new()).await
+    }
+
+    /// A member on `scheme` (`https` with TLS flags in `server_args`).
+    pub async fn start_with(scheme: &'static str, server_args: Vec<String>, ctl_args: Vec<String>) -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            scheme,
+            server_args,
+            ctl_args,
+        };
         etcd.resume().await;
         etcd
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     /// Starts the member again over the same data (after `kill`).
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd is running already");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
         let child = Command::new(binary("ETCD_BIN", "etcd"))
@@ -76,6 +93,7 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("default={peer}")])
+            .args(&self.server_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -83,12 +101,7 @@ impl Etcd {
             .expect("etcd starts (Debian: apt-get install etcd-server)");
         self.child = Some(child);
         let deadline = Instant::now() + PATIENCE;
-        let client = TestClient::new(SocketAddr::from(([127, 0, 0, 1], self.client_port)));
-        loop {
-            let answer = client.try_request(Method::GET, "/health", &[], Bytes::new()).await;
-            if answer.is_some_and(|a| a.status == StatusCode::OK && a.text().contains("true")) {
-                return;
-            }
+        while !self.ctl(&["endpoint", "health"]).0 {
             assert!(Instant::now() < deadline, "etcd not healthy in time:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -107,15 +120,22 @@ impl Etcd {
 
     /// `etcdctl` against this member; panics (with its output) if it fails.
     pub fn etcdctl(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.ctl(args);
+        assert!(ok, "etcdctl {args:?}: {stdout}{stderr}");
+        stdout
+    }
+
+    /// `etcdctl`: (succeeded, stdout, stderr).
+    fn ctl(&self, args: &[&str]) -> (bool, String, String) {
         let output = Command::new(binary("ETCDCTL_BIN", "etcdctl"))
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint()])
+            .args(["--endpoints", &self.endpoint(), "--dial-timeout", "1s"])
+            .args(&self.ctl_args)
             .args(args)
             .output()
             .expect("etcdctl runs (Debian: apt-get install etcd-client)");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "etcdctl {args:?}: {text}{}", String::from_utf8_lossy(&output.stderr));
-        text
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
     }
 
     /// The current revision (from a read's header).
@@ -194,6 +214,7 @@ pub struct Replica {
     pub admin: SocketAddr,
     pub config: PathBuf,
     log: PathBuf,
+    env: Vec<(String, String)>,
     pub client: TestClient,
 }
 
@@ -201,23 +222,37 @@ pub struct Replica {
 pub struct Options<'a> {
     pub endpoints: &'a [String],
     pub lease_ttl_s: u64,
+    /// More lines of the `etcd` block (credentials, TLS), each indented two spaces.
+    pub etcd_extra: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Options<'a> {
+    pub fn plain(endpoints: &'a [String]) -> Self {
+        Options { endpoints, lease_ttl_s: 10, etcd_extra: "", env: &[] }
+    }
+}
+
+/// The `etcd` block of a graygate.yaml for `prefix`.
+pub fn etcd_block(endpoints: &[String], extra: &str) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!("etcd:\n  endpoints: [{}]\n  prefix: /fleet-test\n{extra}", endpoints.join(", "))
 }
 
 impl Replica {
     /// Starts replica `name` with its config and snapshot in `dir`; does not wait for it.
     pub fn spawn(name: &str, dir: &Path, options: &Options<'_>) -> Replica {
         let (data, admin) = (free_port(), free_port());
-        let endpoints: Vec<String> = options.endpoints.iter().map(|e| format!("\"{e}\"")).collect();
         let config = dir.join(format!("{name}.yaml"));
+        let extra = format!(
+            "  snapshot: {name}.snapshot.json\n  dial_timeout_ms: 500\n  request_timeout_ms: 1000\n  lease_ttl_s: {}\n{}",
+            options.lease_ttl_s, options.etcd_extra
+        );
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{data}\nadmin_listen: 127.0.0.1:{admin}\n\
-                 etcd:\n  endpoints: [{}]\n  prefix: /fleet-test\n  snapshot: {name}.snapshot.json\n  \
-                 dial_timeout_ms: 500\n  request_timeout_ms: 1000\n  lease_ttl_s: {}\n\
-                 admin:\n  tokens: [\"{TOKEN}\"]\n",
-                endpoints.join(", "),
-                options.lease_ttl_s
+                "listen: 127.0.0.1:{data}\nadmin_listen: 127.0.0.1:{admin}\n{}admin:\n  tokens: [\"{TOKEN}\"]\n",
+                etcd_block(options.endpoints, &extra)
             ),
         )
         .unwrap();
@@ -229,6 +264,7 @@ impl Replica {
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             config,
             log,
+            env: options.env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             client: TestClient::new(SocketAddr::from(([127, 0, 0, 1], data))),
         };
         replica.restart();
@@ -244,6 +280,7 @@ impl Replica {
             .arg(&self.config)
             .env("GRAYGATE_REPLICA_ID", &self.name)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -355,7 +392,11 @@ impl Drop for Replica {
 
 /// `graygate routes push|pull` against a replica's config: (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(graygate()).args(args).output().expect("graygate runs");
+    cli_with(args, &[])
+}
+
+pub fn cli_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(graygate()).args(args).envs(env.iter().copied()).output().expect("graygate runs");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -16,6 +16,7 @@ mod cluster;
 mod conflicts;
 mod outage;
 mod propagation;
+mod secure;
 mod state;
 mod view;
 
@@ -69,7 +70,8 @@ impl Fleet {
         let pushed = cluster::push(&push_config(&etcd, &dir), dir.path(), &support::render(ROUTES, &backends));
         let mut replicas = Vec::new();
         for name in names {
-            let options = Options { endpoints: &endpoints(&etcd), lease_ttl_s };
+            let endpoints = endpoints(&etcd);
+            let options = Options { lease_ttl_s, ..Options::plain(&endpoints) };
             replicas.push(Replica::spawn(name, dir.path(), &options));
         }
         for replica in &replicas {
@@ -95,6 +97,6 @@ impl Fleet {
 
 fn push_config(etcd: &Etcd, dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("push.yaml");
-    std::fs::write(&path, format!("etcd:\n  endpoints: [\"{}\"]\n  prefix: /fleet-test\n", etcd.endpoint())).unwrap();
+    std::fs::write(&path, cluster::etcd_block(&[etcd.endpoint()], "")).unwrap();
     path
 }

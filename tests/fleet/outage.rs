@@ -131,7 +131,7 @@ async fn a_replica_cut_off_while_etcd_compacts_past_it_relists_and_converges() {
     let mut fleet = Fleet::start(&["a"]).await;
     let relay = Relay::to(fleet.etcd.client_port).await;
     let endpoints = [format!("http://127.0.0.1:{}", relay.port)];
-    let options = Options { endpoints: &endpoints, lease_ttl_s: 10 };
+    let options = Options::plain(&endpoints);
     let c = Replica::start("c", fleet.dir.path(), &options).await;
     c.wait_revision(fleet.pushed).await;
 
@@ -158,7 +158,8 @@ async fn a_replica_cut_off_while_etcd_compacts_past_it_relists_and_converges() {
 async fn without_etcd_and_without_a_snapshot_a_replica_is_not_ready_until_etcd_answers() {
     let mut fleet = Fleet::start(&[]).await;
     fleet.etcd.kill();
-    let options = Options { endpoints: &[fleet.etcd.endpoint()], lease_ttl_s: 10 };
+    let endpoints = [fleet.etcd.endpoint()];
+    let options = Options::plain(&endpoints);
     let lonely = Replica::spawn("lonely", fleet.dir.path(), &options);
     lonely.wait_for(|(ready, ..)| !ready, "answered /readyz").await;
     let answer = lonely.client.try_request(Method::GET, "/hello-prod", &[], Bytes::new()).await.unwrap();

@@ -154,10 +154,10 @@ pub fn plan(layout: &Layout, base: &Base, next: &RoutesFile) -> Result<Plan, Str
     let mut success = Vec::new();
     let mut writes = Vec::new();
     let mut changes_anything = false;
-    let stored: &BTreeMap<String, Result<FunctionSpec, String>> = &base.functions;
+    let stored: &BTreeMap<String, Result<Arc<FunctionSpec>, String>> = &base.functions;
     for function in &next.functions {
         let existing = stored.get(&function.name);
-        if matches!(existing, Some(Ok(stored)) if stored == function) {
+        if matches!(existing, Some(Ok(stored)) if **stored == *function) {
             continue;
         }
         let key = layout.function(set, &function.name);
@@ -167,8 +167,9 @@ pub fn plan(layout: &Layout, base: &Base, next: &RoutesFile) -> Result<Plan, Str
         success.push(RequestOp::Put(PutRequest { key: key.into_bytes(), value, lease: 0 }));
         changes_anything = true;
     }
+    let kept: std::collections::HashSet<&str> = next.functions.iter().map(|f| f.name.as_str()).collect();
     for name in stored.keys() {
-        if !next.functions.iter().any(|f| f.name == *name) {
+        if !kept.contains(name.as_str()) {
             let key = layout.function(set, name);
             compare.push(still_exists(&key));
             writes.push(Own::Delete(key.clone()));
@@ -223,9 +224,9 @@ mod tests {
         let layout = Layout::new("/gg");
         let head = Head { set: "s1".into(), project_id: "p".into(), region: "local".into(), format: FORMAT };
         let mut functions = BTreeMap::new();
-        functions.insert("same".to_owned(), Ok(function("same", "http://a:1")));
-        functions.insert("edited".to_owned(), Ok(function("edited", "http://a:1")));
-        functions.insert("gone".to_owned(), Ok(function("gone", "http://a:1")));
+        functions.insert("same".to_owned(), Ok(Arc::new(function("same", "http://a:1"))));
+        functions.insert("edited".to_owned(), Ok(Arc::new(function("edited", "http://a:1"))));
+        functions.insert("gone".to_owned(), Ok(Arc::new(function("gone", "http://a:1"))));
         let base = Base { head: head.clone(), head_revision: 7, state_revision: 9, functions };
         let next = RoutesFile {
             project_id: "p".into(),

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -48,7 +49,8 @@ struct Entry {
 #[derive(Debug, Clone)]
 enum Item {
     Head(Result<Head, String>),
-    Function(Result<FunctionSpec, String>),
+    /// Shared with the bases of edits, which need every stored function.
+    Function(Result<Arc<FunctionSpec>, String>),
     Unknown,
 }
 
@@ -67,7 +69,7 @@ pub struct Base {
     pub head_revision: i64,
     pub state_revision: i64,
     /// Function name → the parsed value its key holds (an error for an invalid one).
-    pub functions: BTreeMap<String, Result<FunctionSpec, String>>,
+    pub functions: BTreeMap<String, Result<Arc<FunctionSpec>, String>>,
 }
 
 /// A write of this replica's own transaction, applied once etcd committed it.
@@ -204,7 +206,7 @@ impl Mirror {
         let in_state = self.in_state(&kind);
         let item = value.map(|value| match kind {
             Key::Head => Item::Head(layout::decode_head(&value)),
-            Key::Function { name, .. } => Item::Function(layout::decode_function(name, &value)),
+            Key::Function { name, .. } => Item::Function(layout::decode_function(name, &value).map(Arc::new)),
             _ => Item::Unknown,
         });
         self.routes.insert(key, Entry { mod_revision: revision, item });
@@ -268,7 +270,7 @@ impl Mirror {
         for (key, entry) in self.set_entries(&head.set) {
             match &entry.item {
                 Some(Item::Function(Ok(function))) => {
-                    functions.push(function.clone());
+                    functions.push(FunctionSpec::clone(function));
                     keys.push(key.clone());
                 }
                 Some(Item::Function(Err(why))) => problems.push(problem(key, why.clone())),
