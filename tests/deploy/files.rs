@@ -29,6 +29,16 @@ pub fn yaml(relative: &str) -> Value {
     documents.remove(0)
 }
 
+/// Every document of a YAML file under the repository, each with that file's path.
+pub fn objects_of(relative: &str) -> Vec<(String, Value)> {
+    yaml_documents(&read(relative), relative).into_iter().map(|document| (relative.to_owned(), document)).collect()
+}
+
+/// A path under the repository, relative to it.
+pub fn relative(path: &Path) -> String {
+    path.strip_prefix(repo()).unwrap().display().to_string()
+}
+
 /// Every `.yaml` file under `relative`, recursively, sorted.
 pub fn yaml_files(relative: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,6 +1,6 @@
-//! deploy/, checked: the Kubernetes manifests' structure, the Grafana dashboard's queries, the
-//! Prometheus rules' metric names, and two graygate processes over one ConfigMap-style
-//! directory (real processes, real sockets on 127.0.0.1).
+//! deploy/, checked: the Kubernetes manifests' structure (the base and the etcd overlay), the
+//! Grafana dashboard's queries, the Prometheus rules' metric names, and two graygate processes
+//! over one ConfigMap-style directory (real processes, real sockets on 127.0.0.1).
 //!
 //! The rest runs outside `cargo test`, from `.ci/run` (it needs Prometheus and a release
 //! build): `promtool` on deploy/prometheus, `tests/deploy/prometheus_scrape.py` (a real
@@ -12,6 +12,7 @@
 mod support;
 
 mod dashboard;
+mod etcd_overlay;
 mod files;
 mod manifests;
 mod promql;

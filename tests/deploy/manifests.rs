@@ -9,26 +9,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::files::{at, read, repo, str_at, yaml, yaml_documents, yaml_files};
+use crate::files::{at, objects_of, relative, repo, str_at, yaml, yaml_documents, yaml_files};
 
 const BIN: &str = env!("CARGO_BIN_EXE_graygate");
 const DIR: &str = "deploy/kubernetes";
 
-/// Every object under deploy/kubernetes, by kind (kustomization files included).
+/// Overlays that add objects of kinds the base has (a second Service, PodDisruptionBudget, …);
+/// each has its own test module (tests/deploy/etcd_overlay.rs).
+const OVERLAYS: [&str; 1] = ["deploy/kubernetes/etcd/"];
+
+/// Every object under deploy/kubernetes but the OVERLAYS', by kind (kustomization files included).
 struct Manifests {
     objects: Vec<(String, Value)>,
 }
 
 impl Manifests {
     fn load() -> Manifests {
-        let mut objects = Vec::new();
-        for path in yaml_files(DIR) {
-            let relative = path.strip_prefix(repo()).unwrap().display().to_string();
-            for document in yaml_documents(&read(&relative), &relative) {
-                objects.push((relative.clone(), document));
-            }
-        }
-        Manifests { objects }
+        let files = yaml_files(DIR).into_iter().map(|path| relative(&path));
+        let objects = files.filter(|file| !OVERLAYS.iter().any(|o| file.starts_with(o))).flat_map(|f| objects_of(&f));
+        Manifests { objects: objects.collect() }
     }
 
     fn all(&self, kind: &str) -> Vec<&Value> {
@@ -46,14 +45,14 @@ impl Manifests {
     }
 }
 
-fn labels(value: &Value) -> BTreeMap<String, String> {
+pub fn labels(value: &Value) -> BTreeMap<String, String> {
     value.as_object().map_or_else(BTreeMap::new, |map| {
         map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()
     })
 }
 
 /// Whether `selector` (matchLabels or a Service selector) selects objects labelled `labels`.
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -64,7 +63,7 @@ fn container(deployment: &Value) -> &Value {
 }
 
 /// A container port by name or number.
-fn container_port(container: &Value, port: &Value) -> u64 {
+pub fn container_port(container: &Value, port: &Value) -> u64 {
     let ports = container["ports"].as_array().expect("container ports");
     let found = match port {
         Value::String(name) => ports.iter().find(|p| p["name"] == name.as_str()),
@@ -95,10 +94,14 @@ fn the_kinds_a_fleet_needs_are_all_there_and_kustomize_lists_them() {
     }
     assert_eq!(manifests.all("Service").len(), 2, "a data Service and an admin Service");
 
-    // Every manifest is listed by a kustomization (the Secret example on purpose is not), and
-    // everything listed exists.
+    // Every manifest (the overlays' too) is listed by a kustomization (the Secret example on
+    // purpose is not), and everything listed exists.
     let mut listed = Vec::new();
-    for (file, kustomization) in manifests.objects.iter().filter(|(_, o)| o["kind"] == "Kustomization") {
+    let kustomizations = yaml_files(DIR).into_iter().filter(|p| p.ends_with("kustomization.yaml"));
+    let kustomizations: Vec<_> = kustomizations.flat_map(|path| objects_of(&relative(&path))).collect();
+    assert!(kustomizations.len() >= 4, "deploy/kubernetes, base, prometheus-operator, etcd");
+    for (file, kustomization) in &kustomizations {
+        assert_eq!(kustomization["kind"], "Kustomization", "{file}");
         assert_eq!(kustomization["apiVersion"], "kustomize.config.k8s.io/v1beta1", "{file}");
         assert_eq!(kustomization["namespace"], "graygate", "{file}");
         let dir = repo().join(file).parent().unwrap().canonicalize().unwrap();
@@ -321,7 +324,7 @@ fn configmap_dir(manifests: &Manifests, edit: impl Fn(&str) -> String) -> tempfi
 }
 
 /// Runs `graygate ARGS` with `env` to completion (30 s at most): (exit code, stdout + stderr).
-fn graygate(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub fn graygate(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(BIN);
     command.args(args).env_remove("GRAYGATE_ADMIN_TOKEN").env("NO_COLOR", "1").stdin(Stdio::null());
     command.stdout(Stdio::piped()).stderr(Stdio::piped());

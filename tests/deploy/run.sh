@@ -3,7 +3,8 @@
 #   static      promtool check config / check rules / test rules on deploy/prometheus;
 #               kubernetes-validate --strict on deploy/kubernetes against the oldest and the
 #               newest Kubernetes schemas it bundles (and on a broken copy, which must fail);
-#               `kubectl kustomize` of each kustomization, where kubectl is installed
+#               `kubectl kustomize` of each kustomization (the etcd overlay's patches applied),
+#               where kubectl is installed
 #   dockerfile  tests/deploy/dockerfile.py: the image's build stage replayed (a release build)
 #               and its runtime stage run, without a container engine
 #   prometheus  tests/deploy/prometheus_scrape.py: a real Prometheus scraping the image's binary
@@ -30,6 +31,29 @@ venv() {
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
 }
 
+# The etcd overlay as kustomize renders it: the ConfigMap holds graygate.yaml alone, with an
+# etcd block; the Deployment mounts a writable emptyDir where the snapshot is written, beside
+# the ConfigMap. (tests/deploy/etcd_overlay.rs checks the patches' content.)
+etcd_rendered() {
+  "$VENV/bin/python" - "$1" <<'EOF'
+import os, sys, yaml
+objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(open(sys.argv[1])) if o}
+data = objects[("ConfigMap", "graygate-config")]["data"]
+assert list(data) == ["graygate.yaml"], f"ConfigMap keys {list(data)}"
+server = yaml.safe_load(data["graygate.yaml"])
+assert "etcd" in server and "routes" not in server, server
+directory = os.path.dirname(server["etcd"]["snapshot"])
+pod = objects[("Deployment", "graygate")]["spec"]["template"]["spec"]
+mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+assert "/etc/graygate" in mounts, "the ConfigMap mount stays"
+mount = mounts[directory]
+assert not mount.get("readOnly"), mount
+volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+assert "emptyDir" in volume, volume
+assert objects[("StatefulSet", "graygate-etcd")]["metadata"]["namespace"] == "graygate"
+EOF
+}
+
 check_static() {
   run "promtool check config deploy/prometheus/prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
   run "promtool check rules deploy/prometheus/rules.yml" promtool check rules deploy/prometheus/rules.yml
@@ -49,13 +73,16 @@ check_static() {
   # of a recent enough version here): every kustomization renders, and what it renders passes.
   if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
     local dir rendered
-    for dir in deploy/kubernetes deploy/kubernetes/prometheus-operator; do
+    for dir in deploy/kubernetes deploy/kubernetes/prometheus-operator deploy/kubernetes/etcd; do
       rendered=$(mktemp --suffix=.yaml)
       if kubectl kustomize "$dir" >"$rendered" && [ "$(grep -c '^kind:' "$rendered")" -ge 6 ] \
          && "$VENV/bin/kubernetes-validate" --strict --quiet "$rendered"; then
         pass "kubectl kustomize $dir: $(grep -c '^kind:' "$rendered") objects, valid"
       else
         fail "kubectl kustomize $dir"
+      fi
+      if [ "$dir" = deploy/kubernetes/etcd ]; then
+        run "kubectl kustomize $dir: the patches applied" etcd_rendered "$rendered"
       fi
       rm -f "$rendered"
     done

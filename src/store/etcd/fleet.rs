@@ -107,6 +107,7 @@ pub(super) async fn run(store: Arc<RoutesStore>, shared: Arc<Shared>, mut shutdo
     let mut status = store.subscribe();
     let mut lease: Option<i64> = None;
     let mut last_write = Instant::now() - MIN_GAP;
+    let mut last_keepalive = Instant::now();
     loop {
         let wait = MIN_GAP.saturating_sub(last_write.elapsed());
         if !wait.is_zero() {
@@ -114,6 +115,18 @@ pub(super) async fn run(store: Arc<RoutesStore>, shared: Arc<Shared>, mut shutdo
         }
         if lease.is_none() {
             lease = shared.client.lease_grant(i64::try_from(ttl.as_secs()).unwrap_or(10)).await.ok();
+            last_keepalive = Instant::now();
+        }
+        // Renewed on its own clock: a status that changes faster than `beat` must not
+        // starve the keep-alive (a write with the lease does not renew it).
+        if let Some(id) = lease
+            && last_keepalive.elapsed() >= beat
+        {
+            match shared.client.lease_keepalive(id).await {
+                Ok(true) => last_keepalive = Instant::now(),
+                Ok(false) => lease = None,
+                Err(_) => {}
+            }
         }
         if let Some(id) = lease {
             let record = ReplicaRecord::of(&shared.identity, &store.status(), &started_at);
@@ -126,16 +139,11 @@ pub(super) async fn run(store: Arc<RoutesStore>, shared: Arc<Shared>, mut shutdo
             }
             last_write = Instant::now();
         }
+        let next_keepalive = beat.saturating_sub(last_keepalive.elapsed()).max(MIN_GAP);
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             changed = status.changed() => if changed.is_err() { break },
-            _ = tokio::time::sleep(beat) => {
-                if let Some(id) = lease
-                    && let Ok(false) = shared.client.lease_keepalive(id).await
-                {
-                    lease = None;
-                }
-            }
+            _ = tokio::time::sleep(next_keepalive) => {}
         }
     }
     if let Some(id) = lease

@@ -231,6 +231,7 @@ impl Mirror {
             // A tombstone the watch has passed can no longer be contradicted by a late event.
             let complete = self.complete;
             self.routes.retain(|_, entry| entry.item.is_some() || entry.mod_revision > complete);
+            self.replicas.retain(|_, (seen, record)| record.is_some() || *seen > complete);
         }
     }
 
