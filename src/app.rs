@@ -86,6 +86,7 @@ impl App {
                 let gateway = Arc::clone(&gateway);
                 async move { gateway.handle(request, peer).await }
             },
+            server::AcceptErrors::new("data", metrics.accept_errors("data")),
             stop.clone(),
         ));
         let admin_state = Arc::new(Admin::new(Arc::clone(&routes), metrics.clone(), &config.admin));
@@ -100,6 +101,7 @@ impl App {
                 let admin = Arc::clone(&admin_state);
                 async move { admin.handle(request).await }
             },
+            server::AcceptErrors::new("admin", metrics.accept_errors("admin")),
             stop.clone(),
         ));
         let mut tasks = vec![data_task, admin_task];

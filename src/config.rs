@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::health::UpstreamPolicy;
+use crate::routes::ReadLimits;
 use crate::secret::{AccessKey, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +118,8 @@ struct LimitsFile {
     max_headers: usize,
     max_header_bytes: usize,
     pool_max_idle_per_upstream: usize,
+    /// Largest routing state read (a routes file, a snapshot, one etcd value).
+    max_routes_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +247,9 @@ pub struct ReloadSettings {
     pub debounce: Duration,
     /// Fallback re-check for changes no file event reported (network file systems).
     pub poll: Duration,
+    /// What reading the routing state may cost (`limits.max_routes_bytes`, and the fixed
+    /// nesting and alias bounds).
+    pub limits: ReadLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +306,7 @@ impl ServerConfig {
             ("limits.max_connections", l.max_connections),
             ("limits.max_headers", l.max_headers),
             ("limits.max_header_bytes", l.max_header_bytes),
+            ("limits.max_routes_bytes", l.max_routes_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be greater than 0"));
@@ -350,6 +357,7 @@ impl ServerConfig {
             reload: ReloadSettings {
                 debounce: Duration::from_millis(raw.reload.debounce_ms),
                 poll: Duration::from_millis(raw.reload.poll_ms),
+                limits: ReadLimits { max_bytes: l.max_routes_bytes },
             },
             admin,
             upstream: UpstreamPolicy {
@@ -578,6 +586,7 @@ impl Default for LimitsFile {
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             pool_max_idle_per_upstream: 256,
+            max_routes_bytes: crate::routes::limits::DEFAULT_MAX_BYTES,
         }
     }
 }

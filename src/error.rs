@@ -30,6 +30,8 @@ pub enum GatewayError {
     PayloadTooLarge,
     #[error("request headers too large")]
     HeadersTooLarge,
+    #[error("request target too long")]
+    UriTooLong,
     #[error("no trigger matches the request")]
     NoRoute,
     #[error("upstream {}", .0.as_str())]
@@ -57,6 +59,7 @@ impl GatewayError {
             GatewayError::BadRequest(_)
             | GatewayError::PayloadTooLarge
             | GatewayError::HeadersTooLarge
+            | GatewayError::UriTooLong
             | GatewayError::NoRoute => Origin::Client,
             GatewayError::Upstream(_) | GatewayError::UpstreamTimeout => Origin::Upstream,
             GatewayError::Internal(_) | GatewayError::NotReady => Origin::Internal,
@@ -68,6 +71,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -78,7 +82,10 @@ impl GatewayError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge | GatewayError::HeadersTooLarge => "APIG.0201",
+            GatewayError::BadRequest(_)
+            | GatewayError::PayloadTooLarge
+            | GatewayError::HeadersTooLarge
+            | GatewayError::UriTooLong => "APIG.0201",
             GatewayError::NoRoute => "APIG.0101",
             GatewayError::Upstream(_) => "APIG.0202",
             GatewayError::UpstreamTimeout => "APIG.0203",
@@ -92,6 +99,7 @@ impl GatewayError {
             GatewayError::BadRequest(why) => why,
             GatewayError::PayloadTooLarge => "Request entity too large",
             GatewayError::HeadersTooLarge => "Request header fields too large",
+            GatewayError::UriTooLong => "Request URI too long",
             GatewayError::NoRoute => "The API does not exist or has not been published in the environment",
             GatewayError::Upstream(UpstreamErrorKind::Connect) => "Backend unavailable: connection failed",
             GatewayError::Upstream(UpstreamErrorKind::Protocol) => "Backend unavailable: invalid response",
@@ -102,19 +110,48 @@ impl GatewayError {
         }
     }
 
-    /// The JSON error response, tagged with the request id.
-    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+    fn body(&self, request_id: &HeaderValue) -> Vec<u8> {
         let body = ErrorBody {
             error_code: self.code(),
             error_msg: self.message(),
             request_id: request_id.to_str().unwrap_or(""),
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The JSON error response, tagged with the request id.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let bytes = self.body(request_id);
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(crate::proxy::headers::X_REQUEST_ID, request_id.clone());
         response
+    }
+
+    /// The same response as HTTP/1.1 bytes, closing the connection: for the answers hyper
+    /// writes itself when a request head cannot be parsed (`date` is hyper's header line).
+    pub fn to_wire(&self, request_id: &HeaderValue, date: Option<&[u8]>) -> Vec<u8> {
+        let body = self.body(request_id);
+        let status = self.status();
+        let mut wire = Vec::with_capacity(256 + body.len());
+        wire.extend_from_slice(
+            format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: ",
+                status.as_str(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            )
+            .as_bytes(),
+        );
+        wire.extend_from_slice(request_id.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+        if let Some(date) = date {
+            wire.extend_from_slice(date);
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(&body);
+        wire
     }
 }

@@ -146,12 +146,12 @@ fn check(config_path: &std::path::Path) -> ExitCode {
         Err(error) => return fail(&error.to_string()),
     };
     let (label, routes) = match &config.source {
-        SourceSettings::File(path) => match ValidRoutes::load(path) {
+        SourceSettings::File(path) => match ValidRoutes::load(path, &config.reload.limits) {
             Ok(routes) => (path.display().to_string(), routes),
             Err(error) => return rejected(&error.to_string(), error.problems.len()),
         },
         SourceSettings::Etcd(etcd) => {
-            let pulled = match run_blocking(remote::pull(&config.source)) {
+            let pulled = match run_blocking(remote::pull(&config.source, &config.reload.limits)) {
                 Ok(pulled) => pulled,
                 Err(error) => return fail(&error),
             };
@@ -195,15 +195,20 @@ fn routes(command: RoutesCommand) -> ExitCode {
                 Ok(config) => config,
                 Err(error) => return fail(&error.to_string()),
             };
-            let text = match std::fs::read_to_string(&file) {
-                Ok(text) => text,
-                Err(error) => return fail(&format!("{}: cannot read: {error}", file.display())),
+            let limits = &config.reload.limits;
+            let name = graygate::routes::display_name(&file);
+            let text = match graygate::routes::read_within(&file, limits) {
+                Ok(bytes) => match graygate::routes::text_within(bytes, &name, limits) {
+                    Ok(text) => text,
+                    Err(error) => return rejected(&error.to_string(), 1),
+                },
+                Err(error) => return fail(&error.to_string()),
             };
-            let routes = match ValidRoutes::parse(&text, &graygate::routes::display_name(&file)) {
+            let routes = match ValidRoutes::parse_within(&text, &name, limits) {
                 Ok(routes) => routes,
                 Err(error) => return rejected(&error.to_string(), error.problems.len()),
             };
-            match run_blocking(remote::push(&config.source, &routes, &text, expect_revision)) {
+            match run_blocking(remote::push(&config.source, &routes, &text, expect_revision, limits)) {
                 Ok(Ok(Pushed::Unchanged { revision })) => {
                     println!("unchanged: the stored state already is {} (revision {revision})", file.display());
                     ExitCode::SUCCESS
@@ -221,7 +226,7 @@ fn routes(command: RoutesCommand) -> ExitCode {
                 Ok(config) => config,
                 Err(error) => return fail(&error.to_string()),
             };
-            let (routes, revision) = match run_blocking(remote::pull(&config.source)) {
+            let (routes, revision) = match run_blocking(remote::pull(&config.source, &config.reload.limits)) {
                 Ok(Ok(pulled)) => pulled,
                 Ok(Err(error)) => return fail(&error.to_string()),
                 Err(error) => return fail(&error),

@@ -22,6 +22,7 @@ pub struct Metrics {
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
     reloads: IntCounterVec,
+    accept_errors: IntCounterVec,
     generation: IntGauge,
     ejections: IntCounterVec,
     fallbacks: IntCounterVec,
@@ -101,6 +102,17 @@ impl Metrics {
             IntGauge::new("graygate_store_revision", "Revision of the routing state this replica serves")?;
         registry.register(Box::new(store_connected.clone()))?;
         registry.register(Box::new(store_revision.clone()))?;
+        let accept_errors = IntCounterVec::new(
+            Opts::new(
+                "graygate_accept_errors_total",
+                "Failed accepts of new connections, by listener (out of file descriptors, mostly)",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(accept_errors.clone()))?;
+        for listener in ["data", "admin"] {
+            accept_errors.with_label_values(&[listener]);
+        }
         for result in ["success", "failure", "error", "unchanged"] {
             reloads.with_label_values(&[result]);
         }
@@ -110,6 +122,7 @@ impl Metrics {
             duration,
             upstream_errors,
             reloads,
+            accept_errors,
             generation,
             ejections,
             fallbacks,
@@ -174,6 +187,11 @@ impl Metrics {
     /// A routing state that could not be read (I/O, out of file descriptors): not invalid.
     pub fn reload_unreadable(&self) {
         self.reloads.with_label_values(&["error"]).inc();
+    }
+
+    /// The counter of failed accepts on `listener` (`data` or `admin`).
+    pub fn accept_errors(&self, listener: &str) -> IntCounter {
+        self.accept_errors.with_label_values(&[listener])
     }
 
     /// A re-read that found the routing state as it was (SIGHUP, the poll, another file's event).

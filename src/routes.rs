@@ -9,6 +9,7 @@
 //! validation problems are reported at once.
 
 pub mod file;
+pub mod limits;
 mod locate;
 pub mod validate;
 
@@ -16,6 +17,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use file::{AliasSpec, FunctionSpec, RoutesFile, RuleSpec, StickySpec, TriggerSpec, VersionSpec, VersionStrategy};
+pub use limits::ReadLimits;
 use locate::LineIndex;
 pub use validate::Issue;
 
@@ -52,9 +54,17 @@ impl ValidRoutes {
         ValidRoutes(RoutesFile { project_id: String::new(), region: "local".to_owned(), functions: Vec::new() })
     }
 
-    /// Parses and validates a document; `name` is used in error messages.
+    /// Parses and validates a document within the default [`ReadLimits`]; `name` is used in
+    /// error messages.
     pub fn parse(source: &str, name: &str) -> Result<Self, RoutesError> {
-        let file: RoutesFile = if looks_like_json(source) {
+        Self::parse_within(source, name, &ReadLimits::default())
+    }
+
+    /// Parses and validates a document, refusing it first if it is outside `limits`.
+    pub fn parse_within(source: &str, name: &str, limits: &ReadLimits) -> Result<Self, RoutesError> {
+        let json = looks_like_json(source);
+        limits::check(source, name, limits, json)?;
+        let file: RoutesFile = if json {
             // JSON is YAML, but serde_json reads it about ten times faster than a YAML
             // parser: what generated routes files at the scale of 10,000 functions are.
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(source))
@@ -79,14 +89,42 @@ impl ValidRoutes {
     }
 
     /// Reads, parses and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, RoutesError> {
-        let source = std::fs::read_to_string(path).map_err(|error| RoutesError::unreadable(path, &error))?;
-        Self::parse(&source, &display_name(path))
+    pub fn load(path: &Path, limits: &ReadLimits) -> Result<Self, RoutesError> {
+        let name = display_name(path);
+        let source = text_within(read_within(path, limits)?, &name, limits)?;
+        Self::parse_within(&source, &name, limits)
     }
 
     pub fn spec(&self) -> &RoutesFile {
         &self.0
     }
+}
+
+/// Reads the file at `path`, at most one byte beyond `limits` (so a huge file costs no more
+/// memory than the limit); only I/O fails here, the content is judged by [`text_within`].
+pub fn read_within(path: &Path, limits: &ReadLimits) -> Result<Vec<u8>, RoutesError> {
+    use std::io::Read;
+    let unreadable = |error: std::io::Error| RoutesError::unreadable(path, &error);
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(cap(limits)).read_to_end(&mut bytes).map_err(unreadable)?;
+    Ok(bytes)
+}
+
+/// How many bytes of a file are read: one more than the limit tells "too large" apart.
+pub fn cap(limits: &ReadLimits) -> u64 {
+    u64::try_from(limits.max_bytes).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// The bytes read as routes text: refused when over the size limit or not UTF-8.
+pub fn text_within(bytes: Vec<u8>, name: &str, limits: &ReadLimits) -> Result<String, RoutesError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(limits::too_large(name, limits));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        let offset = error.utf8_error().valid_up_to();
+        RoutesError::single(name, None, "", format!("not UTF-8 text (invalid byte at offset {offset})"))
+    })
 }
 
 /// A document whose first significant character opens a JSON object.

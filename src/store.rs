@@ -160,7 +160,7 @@ impl RoutesStore {
         };
         let (source, initial) = match settings {
             SourceSettings::File(path) => {
-                let (source, valid) = file::FileSource::open(path, reload.debounce)?;
+                let (source, valid) = file::FileSource::open(path, reload)?;
                 (Source::File(source), Some((valid, 1)))
             }
             SourceSettings::Etcd(etcd) => {

@@ -84,7 +84,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// 128 random bits as 32 lowercase hex digits.
-fn generate_request_id() -> HeaderValue {
+pub fn generate_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bits = fastrand::u128(..);
     let mut id = [0u8; 32];

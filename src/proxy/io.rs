@@ -3,7 +3,15 @@
 //!
 //! Idleness is counted in requests, not bytes: HTTP/2 keep-alive PINGs move bytes on a
 //! connection nobody uses, and must not keep it open forever.
+//!
+//! On HTTP/1 the stream also replaces hyper's own answers to a request head it cannot parse
+//! (400, 414, and 431 for a head beyond its buffer): hyper writes those before any request
+//! reaches graygate, bare and with no body. They are recognised on the way out — a status
+//! line hyper uses for them, `content-length: 0`, and no `x-request-id`, which every answer
+//! graygate produces carries — and replaced with graygate's JSON error, so every error a
+//! client sees has the gateway's shape, however large the head that caused it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +21,8 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::GatewayError;
 
 /// When a connection last started a request, and how many it has in flight.
 #[derive(Debug)]
@@ -28,7 +38,20 @@ pub struct InFlight(Arc<Activity>);
 pub struct ConnIo<T> {
     prefix: Bytes,
     inner: T,
+    /// HTTP/1: hyper's automatic error answers are replaced.
+    answers_parse_errors: bool,
+    /// graygate's answer in place of hyper's, still to be written (what hyper wrote after
+    /// it is swallowed: the connection closes after this answer).
+    replacement: Option<Bytes>,
+    /// After a replaced answer: the write side is shut, and the rest of the oversized head
+    /// is read and dropped until the client stops or this expires (nginx's lingering
+    /// close). Closing with unread bytes would make the kernel reset the connection, and a
+    /// reset can destroy the answer before the client has read it.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long a connection whose head was refused is drained before it is closed.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 // === impl Activity ===
 
@@ -65,8 +88,94 @@ impl Drop for InFlight {
 
 impl<T> ConnIo<T> {
     pub fn new(prefix: Bytes, inner: T) -> Self {
-        ConnIo { prefix, inner }
+        ConnIo { prefix, inner, answers_parse_errors: false, replacement: None, linger: None }
     }
+
+    /// An HTTP/1 connection: hyper's bare answers to unparseable heads are replaced.
+    pub fn http1(mut self) -> Self {
+        self.answers_parse_errors = true;
+        self
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> ConnIo<T> {
+    /// Shuts the write side after a replaced answer, then drains the client until it
+    /// stops sending, closes, or [`LINGER`] is over.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
+        if self.linger.is_none() {
+            std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut sink = [0u8; 8192];
+        loop {
+            if let Some(deadline) = self.linger.as_mut()
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> ConnIo<T> {
+    /// Writes what is left of the replacement; ready once it is all out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(pending) = self.replacement.as_mut() {
+            if pending.is_empty() {
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            pending.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// `Some(len)` when `data` was taken over (or swallowed) instead of written through.
+    fn poll_take_over(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if self.replacement.is_none() {
+            if !self.answers_parse_errors {
+                return None;
+            }
+            self.replacement = Some(Bytes::from(replacement_for(data)?));
+        }
+        Some(self.poll_replacement(cx).map_ok(|()| data.len()))
+    }
+}
+
+/// graygate's answer for `written` if it is one of hyper's automatic error answers.
+fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
+    let error = match written.get(..13)? {
+        b"HTTP/1.1 400 " => GatewayError::BadRequest("Malformed request head"),
+        b"HTTP/1.1 414 " => GatewayError::UriTooLong,
+        b"HTTP/1.1 431 " => GatewayError::HeadersTooLarge,
+        _ => return None,
+    };
+    let end = written.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = &written[..end + 2];
+    let mut date = None;
+    let mut bare = false;
+    for line in head.split_inclusive(|&b| b == b'\n').skip(1) {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with(b"x-request-id:") {
+            return None;
+        }
+        bare |= lower.as_slice() == b"content-length: 0\r\n";
+        if lower.starts_with(b"date:") {
+            date = Some(line);
+        }
+    }
+    bare.then(|| error.to_wire(&crate::proxy::headers::generate_request_id(), date))
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
@@ -81,8 +190,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(taken) = self.poll_take_over(cx, data) {
+            return taken;
+        }
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
@@ -91,6 +203,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // hyper's automatic answer is one buffer (a head, no body); anything vectored after
+        // a replacement is swallowed whole.
+        if self.answers_parse_errors {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            let total = bufs.iter().map(|b| b.len()).sum();
+            if let Some(taken) = self.poll_take_over(cx, first) {
+                return taken.map_ok(|_| total);
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -99,10 +220,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.replacement.is_some() {
+            return self.poll_linger(cx);
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

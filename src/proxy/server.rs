@@ -23,6 +23,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::ProxyBody;
@@ -31,6 +32,8 @@ use crate::config::ServerConfig;
 
 /// How long to wait after a failed `accept` (typically out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one log line per this long about failing `accept`s (each is counted).
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// HTTP/2 PINGs find dead peers on otherwise quiet connections (more often when the idle
 /// timeout is short, so a dead peer is found before the connection would be closed anyway).
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -72,12 +75,47 @@ impl ConnSettings {
     }
 }
 
+/// Failed `accept`s of one listener: all counted, logged at most once per interval. Out of
+/// file descriptors, every accept fails as fast as it is retried, and a line per failure
+/// would fill the disk the gateway is already short of.
+pub struct AcceptErrors {
+    listener: &'static str,
+    counter: prometheus::IntCounter,
+    /// When the last line was written, and the failures since that it did not report.
+    logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    pub fn new(listener: &'static str, counter: prometheus::IntCounter) -> Self {
+        AcceptErrors { listener, counter, logged: None, unlogged: 0 }
+    }
+
+    fn record(&mut self, error: &std::io::Error) {
+        self.counter.inc();
+        match self.logged {
+            Some(at) if at.elapsed() < ACCEPT_LOG_INTERVAL => self.unlogged += 1,
+            Some(at) => {
+                let failures = self.unlogged + 1;
+                let secs = at.elapsed().as_secs();
+                tracing::warn!(listener = self.listener, %error, failures, "accept failed {failures} times in {secs} s");
+                (self.logged, self.unlogged) = (Some(Instant::now()), 0);
+            }
+            None => {
+                tracing::warn!(listener = self.listener, %error, "accept failed; repeats are logged once per 10 s");
+                (self.logged, self.unlogged) = (Some(Instant::now()), 0);
+            }
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` turns true, then drains for the grace period.
 pub async fn serve<H, F>(
     listener: TcpListener,
     settings: ConnSettings,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
+    mut accept_errors: AcceptErrors,
     mut shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
@@ -97,7 +135,7 @@ pub async fn serve<H, F>(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                accept_errors.record(&error);
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
@@ -145,6 +183,7 @@ async fn connection<H, F>(
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = ConnIo::new(bytes::Bytes::new(), tls);
+            let io = if h2 { io } else { io.http1() };
             // Boxed: a TLS session is kilobytes, and unboxed it would size every plain
             // connection's task too (an idle keep-alive connection's memory is mostly that).
             Box::pin(serve_io(io, h2, peer, shared, &activity, stop, aborted)).await;
@@ -154,6 +193,7 @@ async fn connection<H, F>(
                 return tracing::debug!(%peer, "no request before the header-read deadline; closing");
             };
             let io = ConnIo::new(prefix, stream);
+            let io = if h2 { io } else { io.http1() };
             serve_io(io, h2, peer, shared, &activity, stop, aborted).await;
         }
     }

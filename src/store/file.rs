@@ -8,7 +8,8 @@
 //! be read at all (EMFILE, a permission) is an I/O error, not an invalid configuration.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -18,17 +19,31 @@ use super::diff::Changes;
 use super::{ApplyError, Edit, ReloadOutcome, RoutesStore, Stamp, StoreError, compile_over, persist, run_edit};
 use crate::config::ReloadSettings;
 use crate::health::UpstreamPolicy;
-use crate::routes::{RoutesError, RoutesFile, ValidRoutes};
+use crate::routes::{self, ReadLimits, RoutesError, RoutesFile, ValidRoutes};
 use crate::routing::RoutingTable;
 
 /// How many times a failing file is re-read while it keeps changing under us.
 const SETTLE_ATTEMPTS: usize = 5;
 
 pub(super) struct FileSource {
+    reading: Reading,
+    known: std::sync::Mutex<Known>,
+    /// When "cannot be read" was last logged, and how many since went unlogged: out of
+    /// descriptors, every event in the directory (a log file beside the routes, say) fails
+    /// the same way, and a line each would feed the very events that cause them.
+    unreadable_logged: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+/// At most one "cannot be read" line per this long.
+const UNREADABLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How the file is read: where, how patiently, within which bounds.
+#[derive(Debug, Clone)]
+struct Reading {
     path: PathBuf,
     /// A file that fails to parse is re-read after this long before it counts as rejected.
     settle: Duration,
-    known: std::sync::Mutex<Known>,
+    limits: ReadLimits,
 }
 
 /// What the source knows of the file's content (changed only under the store's edit lock).
@@ -50,12 +65,17 @@ enum Loaded {
 
 impl FileSource {
     /// Reads and validates the file; a gateway does not start on an invalid one.
-    pub(super) fn open(path: &Path, settle: Duration) -> Result<(Self, ValidRoutes), StoreError> {
+    pub(super) fn open(path: &Path, reload: &ReloadSettings) -> Result<(Self, ValidRoutes), StoreError> {
         persist::remove_leftovers(path);
-        let source = read(path)?;
-        let valid = ValidRoutes::parse(&source, &crate::routes::display_name(path))?;
-        let known = Known { applied_hash: hash(&source), rejected_hash: None };
-        Ok((FileSource { path: path.to_owned(), settle, known: std::sync::Mutex::new(known) }, valid))
+        let reading = Reading { path: path.to_owned(), settle: reload.debounce, limits: reload.limits };
+        let bytes = routes::read_within(path, &reading.limits)?;
+        let applied_hash = hash(&bytes);
+        let name = routes::display_name(path);
+        let valid =
+            ValidRoutes::parse_within(&routes::text_within(bytes, &name, &reading.limits)?, &name, &reading.limits)?;
+        let known = Known { applied_hash, rejected_hash: None };
+        let unreadable_logged = std::sync::Mutex::new((None, 0));
+        Ok((FileSource { reading, known: std::sync::Mutex::new(known), unreadable_logged }, valid))
     }
 
     fn known(&self) -> Known {
@@ -70,11 +90,11 @@ impl FileSource {
 /// Re-reads the file and applies it if its content changed.
 pub(super) async fn reload(store: &RoutesStore, source: &FileSource, force: bool) -> ReloadOutcome {
     let _serialised = store.edits.lock().await;
-    let (path, previous, known, settle, policy) =
-        (source.path.clone(), store.current(), source.known(), source.settle, store.policy.clone());
-    let work = store.background.run(move || load(&path, &previous, known, force, settle, &policy)).await;
+    let (reading, previous, known, policy) =
+        (source.reading.clone(), store.current(), source.known(), store.policy.clone());
+    let work = store.background.run(move || load(&reading, &previous, known, force, &policy)).await;
     let loaded = work.unwrap_or_else(|lost| {
-        Loaded::Unreadable(RoutesError::single(&source.path.display().to_string(), None, "", lost.to_string()))
+        Loaded::Unreadable(RoutesError::single(&source.reading.path.display().to_string(), None, "", lost.to_string()))
     });
     match loaded {
         Loaded::Unchanged => {
@@ -107,11 +127,12 @@ pub(super) async fn apply<T: Send + 'static, E: Send + 'static>(
     source: &FileSource,
     edit: Arc<Edit<T, E>>,
 ) -> Result<T, ApplyError<E>> {
-    let (path, previous, known, policy) = (source.path.clone(), store.current(), source.known(), store.policy.clone());
+    let reading = Reading { settle: Duration::ZERO, ..source.reading.clone() };
+    let (previous, known, policy) = (store.current(), source.known(), store.policy.clone());
     let work = store
         .background
         .run(move || {
-            let adopted = match load(&path, &previous, known, false, Duration::ZERO, &policy) {
+            let adopted = match load(&reading, &previous, known, false, &policy) {
                 Loaded::Compiled(_, table, _) => Some(table),
                 Loaded::Unchanged | Loaded::Rejected(..) | Loaded::Unreadable(_) => None,
             };
@@ -120,8 +141,8 @@ pub(super) async fn apply<T: Send + 'static, E: Send + 'static>(
             let changes = Changes::between(base.source().spec(), valid.spec());
             let text = render(valid.spec()).map_err(ApplyError::Internal)?;
             let table = compile_over(valid, base, &policy).map_err(|e| ApplyError::Internal(e.to_string()))?;
-            persist::write_atomically(&path, text.as_bytes()).map_err(ApplyError::Write)?;
-            Ok((value, hash(&text), table, changes))
+            persist::write_atomically(&reading.path, text.as_bytes()).map_err(ApplyError::Write)?;
+            Ok((value, hash(text.as_bytes()), table, changes))
         })
         .await;
     let (value, content_hash, table, changes) = work.map_err(|lost| ApplyError::Internal(lost.to_string()))??;
@@ -140,15 +161,20 @@ pub(super) fn spawn(
     let super::Source::File(source) = &store.source else {
         return Err(StoreError::Etcd("the file watcher was asked for an etcd store".into()));
     };
-    let dirs = vec![crate::reload::parent_dir(&source.path)];
+    let dirs = vec![crate::reload::parent_dir(&source.reading.path)];
     let task = crate::reload::spawn_watch(dirs, settings, shutdown, move |force| {
         let store = Arc::clone(&store);
-        async move { log_outcome(&store.reload(force).await, force) }
+        async move {
+            let outcome = store.reload(force).await;
+            if let super::Source::File(source) = &store.source {
+                log_outcome(source, &outcome, force);
+            }
+        }
     })?;
     Ok(task)
 }
 
-fn log_outcome(outcome: &ReloadOutcome, forced: bool) {
+fn log_outcome(source: &FileSource, outcome: &ReloadOutcome, forced: bool) {
     match outcome {
         ReloadOutcome::Unchanged if forced => tracing::info!("SIGHUP: routes file unchanged"),
         ReloadOutcome::Unchanged => tracing::debug!("routes file unchanged"),
@@ -159,7 +185,15 @@ fn log_outcome(outcome: &ReloadOutcome, forced: bool) {
             }
         }
         ReloadOutcome::Unreadable(error) => {
-            tracing::warn!(%error, "routes file cannot be read; the previous routes stay in force");
+            let mut logged = source.unreadable_logged.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match logged.0 {
+                Some(at) if at.elapsed() < UNREADABLE_LOG_INTERVAL => logged.1 += 1,
+                _ => {
+                    let repeats = logged.1;
+                    tracing::warn!(%error, repeats, "routes file cannot be read; the previous routes stay in force");
+                    *logged = (Some(std::time::Instant::now()), 0);
+                }
+            }
         }
     }
 }
@@ -174,41 +208,49 @@ pub(super) fn render(routes: &RoutesFile) -> Result<String, String> {
 }
 
 /// The blocking part of a reload: read, compare, parse, validate, compile.
-fn load(
-    path: &Path,
-    previous: &RoutingTable,
-    known: Known,
-    force: bool,
-    settle: Duration,
-    policy: &UpstreamPolicy,
-) -> Loaded {
-    let name = crate::routes::display_name(path);
+fn load(reading: &Reading, previous: &RoutingTable, known: Known, force: bool, policy: &UpstreamPolicy) -> Loaded {
+    let (path, limits) = (reading.path.as_path(), &reading.limits);
+    let name = routes::display_name(path);
     let seen = |content: u64| content == known.applied_hash || (!force && Some(content) == known.rejected_hash);
     let mut attempt = 0;
     let (content_hash, valid) = loop {
         // Events for other files in the directory are common (a log beside the routes):
         // deciding "unchanged" streams the file through the hash instead of holding it.
-        match hash_file(path) {
+        match hash_file(path, limits) {
             Ok(content) if seen(content) => return Loaded::Unchanged,
             Ok(_) => {}
             Err(error) => return Loaded::Unreadable(error),
         }
-        let source = match read(path) {
-            Ok(source) => source,
+        let stamp = Stamped::of(path);
+        let bytes = match routes::read_within(path, limits) {
+            Ok(bytes) => bytes,
             Err(error) => return Loaded::Unreadable(error),
         };
-        let content_hash = hash(&source);
+        let content_hash = hash(&bytes);
         if seen(content_hash) {
             return Loaded::Unchanged;
         }
-        match ValidRoutes::parse(&source, &name) {
+        let parsed = match routes::text_within(bytes, &name, limits) {
+            Ok(text) => {
+                let (name, limits) = (name.clone(), *limits);
+                match parse_unless_superseded(path, stamp, text, move |text| {
+                    ValidRoutes::parse_within(&text, &name, &limits)
+                }) {
+                    Some(parsed) => parsed,
+                    // The file changed while it was being parsed: the newer content wins.
+                    None => continue,
+                }
+            }
+            Err(error) => Err(error),
+        };
+        match parsed {
             Ok(valid) => break (content_hash, valid),
             Err(error) => {
                 // A writer between truncate and write leaves a short file for a moment:
                 // only content that stays the same across a settle period is rejected.
                 attempt += 1;
-                std::thread::sleep(settle);
-                let settled = hash_file(path).map(|now| now == content_hash).unwrap_or(true);
+                std::thread::sleep(reading.settle);
+                let settled = hash_file(path, limits).map(|now| now == content_hash).unwrap_or(true);
                 if settled || attempt >= SETTLE_ATTEMPTS {
                     return Loaded::Rejected(content_hash, error);
                 }
@@ -222,18 +264,82 @@ fn load(
     }
 }
 
-fn read(path: &Path) -> Result<String, RoutesError> {
-    std::fs::read_to_string(path).map_err(|error| RoutesError::unreadable(path, &error))
+/// Below this size a parse is milliseconds: it runs in place, with nothing to supersede.
+const PARSE_ASIDE_BYTES: usize = 1024 * 1024;
+
+/// How often a long parse checks whether the file changed under it.
+const SUPERSEDE_CHECK: Duration = Duration::from_millis(50);
+
+/// Abandoned parses still running; past this many a new one is waited for, not abandoned,
+/// so a writer replacing a huge file in a loop cannot pile up threads.
+const MAX_ABANDONED: usize = 2;
+
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+
+/// Parses `text` (read from `path` when it looked like `stamp`); a large one on a thread of
+/// its own while the file is watched. `None`: the file changed before the parse finished, so
+/// the caller reads the newer content (the abandoned parse ends on its own, unheard).
+fn parse_unless_superseded<T: Send + 'static>(
+    path: &Path,
+    stamp: Option<Stamped>,
+    text: String,
+    parse: impl FnOnce(String) -> T + Send + 'static,
+) -> Option<T> {
+    if text.len() < PARSE_ASIDE_BYTES || stamp.is_none() {
+        return Some(parse(text));
+    }
+    let (done, result) = mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new().name("graygate-parse".into()).spawn(move || {
+        let _ = done.send(parse(text));
+    });
+    if spawned.is_err() {
+        // No thread to spare: nothing can supersede this parse, so read again later.
+        return None;
+    }
+    loop {
+        match result.recv_timeout(SUPERSEDE_CHECK) {
+            Ok(parsed) => return Some(parsed),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Stamped::of(path) != stamp && ABANDONED.load(Ordering::Relaxed) < MAX_ABANDONED {
+            ABANDONED.fetch_add(1, Ordering::Relaxed);
+            // The count drops when the abandoned parse ends and finds nobody listening.
+            std::thread::spawn(move || {
+                let _ = result.recv();
+                ABANDONED.fetch_sub(1, Ordering::Relaxed);
+            });
+            tracing::info!(path = %path.display(), "routes file changed while it was being parsed; reading the newer one");
+            return None;
+        }
+    }
 }
 
-fn hash(source: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(source.as_bytes())
+/// What the file system says about the file, cheaply: a changed stamp means new content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamped {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
 }
 
-/// The same hash as [`hash`] of the file's content, read in chunks.
-fn hash_file(path: &Path) -> Result<u64, RoutesError> {
+impl Stamped {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Stamped { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() })
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// The same hash as [`hash`] of the file's content (as far as it is read), in chunks.
+fn hash_file(path: &Path, limits: &ReadLimits) -> Result<u64, RoutesError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|error| RoutesError::unreadable(path, &error))?;
+    let file = std::fs::File::open(path).map_err(|error| RoutesError::unreadable(path, &error))?;
+    let mut file = file.take(routes::cap(limits));
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut chunk = vec![0; 64 * 1024];
     loop {
@@ -258,7 +364,29 @@ mod tests {
         let content: String = (0..40_000).map(|i| format!("{i},")).collect();
         std::fs::write(&path, &content).unwrap_or_else(|e| unreachable!("{e}"));
         assert!(content.len() > 3 * 64 * 1024);
-        assert_eq!(hash_file(&path).ok(), Some(hash(&content)));
-        assert!(hash_file(&dir.path().join("missing.json")).is_err());
+        let limits = ReadLimits::default();
+        assert_eq!(hash_file(&path, &limits).ok(), Some(hash(content.as_bytes())));
+        assert!(hash_file(&dir.path().join("missing.json"), &limits).is_err());
+    }
+
+    #[test]
+    fn a_long_parse_is_abandoned_when_the_file_changes_under_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("{e}"));
+        let path = dir.path().join("routes.yaml");
+        std::fs::write(&path, "old").unwrap_or_else(|e| unreachable!("{e}"));
+        let big = "x".repeat(PARSE_ASIDE_BYTES);
+        let (release, hold) = mpsc::channel::<()>();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::write(&path, "newer content").unwrap_or_else(|e| unreachable!("{e}")))
+        };
+        // A parse that would never end by itself: only the change can end the wait.
+        let parsed = parse_unless_superseded(&path, Stamped::of(&path), big.clone(), move |_| hold.recv().is_ok());
+        assert_eq!(parsed, None, "the newer file supersedes the parse");
+        let _ = writer.join();
+        drop(release);
+        let stamp = Stamped::of(&path);
+        assert_eq!(parse_unless_superseded(&path, stamp, big, |text| text.len()), Some(PARSE_ASIDE_BYTES));
+        assert_eq!(parse_unless_superseded(&path, stamp, "small".into(), |text| text.len()), Some(5));
     }
 }

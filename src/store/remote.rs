@@ -15,7 +15,7 @@ use super::etcd::wire::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, R
 use super::etcd::{EtcdClient, EtcdError};
 use super::persist;
 use crate::config::{EtcdSettings, SourceSettings};
-use crate::routes::{FunctionSpec, RoutesFile, ValidRoutes};
+use crate::routes::{FunctionSpec, ReadLimits, RoutesFile, ValidRoutes};
 
 /// Writes per transaction while staging a set: etcd refuses more than 128 operations and
 /// 1.5 MiB per request by default.
@@ -62,13 +62,14 @@ pub async fn push(
     routes: &ValidRoutes,
     text: &str,
     expect: Option<u64>,
+    limits: &ReadLimits,
 ) -> Result<Pushed, RemoteError> {
     match source {
         SourceSettings::File(path) => {
             if expect.is_some() {
                 return Err(refused("--expect-revision needs an etcd store; this configuration uses a routes file"));
             }
-            if ValidRoutes::load(path).is_ok_and(|current| current == *routes) {
+            if ValidRoutes::load(path, limits).is_ok_and(|current| current == *routes) {
                 return Ok(Pushed::Unchanged { revision: 0 });
             }
             persist::write_atomically(path, text.as_bytes())
@@ -80,10 +81,10 @@ pub async fn push(
 }
 
 /// The stored state and its revision (`None` for a routes file, which has no revisions).
-pub async fn pull(source: &SourceSettings) -> Result<(RoutesFile, Option<u64>), RemoteError> {
+pub async fn pull(source: &SourceSettings, limits: &ReadLimits) -> Result<(RoutesFile, Option<u64>), RemoteError> {
     match source {
         SourceSettings::File(path) => {
-            let valid = ValidRoutes::load(path).map_err(|e| RemoteError::Refused(e.to_string()))?;
+            let valid = ValidRoutes::load(path, limits).map_err(|e| RemoteError::Refused(e.to_string()))?;
             Ok((valid.spec().clone(), None))
         }
         SourceSettings::Etcd(settings) => {

@@ -51,6 +51,8 @@ pub fn load(path: &Path, prefix: &str) -> Result<Option<(ValidRoutes, u64)>, Str
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("{}: cannot read: {error}", path.display())),
     };
+    // Written by graygate, but a file on disk all the same: bounded like any routing state.
+    crate::routes::limits::json_depth(&bytes, &path.display().to_string()).map_err(|e| e.to_string())?;
     let snapshot: SnapshotIn =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a graygate snapshot: {e}", path.display()))?;
     if snapshot.graygate_snapshot != FORMAT {

@@ -249,7 +249,8 @@ fn memory(gw: &Gateway) -> RoutesFile {
 /// The routes file parses, validates and equals the table in force.
 #[track_caller]
 fn assert_disk_matches_memory(gw: &Gateway) {
-    let disk = ValidRoutes::load(&gw.routes_path).unwrap_or_else(|e| panic!("the routes file does not load: {e}"));
+    let disk = ValidRoutes::load(&gw.routes_path, &graygate::routes::ReadLimits::default())
+        .unwrap_or_else(|e| panic!("the routes file does not load: {e}"));
     assert_eq!(disk.spec(), &memory(gw), "disk and memory disagree");
 }
 

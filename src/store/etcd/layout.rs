@@ -152,6 +152,9 @@ pub fn encode_function(function: &FunctionSpec) -> Result<Vec<u8>, serde_json::E
 }
 
 pub fn decode_function(name: &str, value: &[u8]) -> Result<FunctionSpec, String> {
+    // Linear and stops at the bound: a value put by hand is as hostile as a file.
+    crate::routes::limits::json_depth(value, name)
+        .map_err(|e| e.problems.first().map(|p| p.message.clone()).unwrap_or_default())?;
     let mut deserializer = serde_json::Deserializer::from_slice(value);
     let function: FunctionSpec =
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| match e.path().to_string().as_str() {
