@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod etcd;
+
+use etcd::{EtcdFile, etcd_settings};
+pub use etcd::{EtcdSettings, EtcdTls};
+
 use crate::health::UpstreamPolicy;
 use crate::routes::ReadLimits;
 use crate::secret::{AccessKey, Secret};
@@ -46,41 +51,6 @@ struct ServerFile {
     /// A CA bundle (PEM) trusted for `https://` upstreams instead of the system roots.
     #[serde(default)]
     upstream_ca: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EtcdFile {
-    endpoints: Vec<String>,
-    #[serde(default = "default_etcd_prefix")]
-    prefix: String,
-    /// Relative to the directory of graygate.yaml.
-    #[serde(default = "default_snapshot")]
-    snapshot: PathBuf,
-    #[serde(default = "default_dial_timeout_ms")]
-    dial_timeout_ms: u64,
-    #[serde(default = "default_request_timeout_ms")]
-    request_timeout_ms: u64,
-    /// How long a replica's registration outlives its last keep-alive.
-    #[serde(default = "default_lease_ttl_s")]
-    lease_ttl_s: u64,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    tls: Option<EtcdTlsFile>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EtcdTlsFile {
-    #[serde(default)]
-    ca: Option<PathBuf>,
-    #[serde(default)]
-    cert: Option<PathBuf>,
-    #[serde(default)]
-    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,31 +140,6 @@ pub enum SourceSettings {
     File(PathBuf),
     /// A prefix in etcd that every replica of a fleet lists and watches.
     Etcd(Box<EtcdSettings>),
-}
-
-#[derive(Debug, Clone)]
-pub struct EtcdSettings {
-    /// `http://` or `https://host:port`; tried in turn when one fails.
-    pub endpoints: Vec<http::Uri>,
-    /// Every key of the fleet lives under it (`/graygate`): one prefix per fleet.
-    pub prefix: String,
-    /// The last applied state, rewritten after every change: a replica that starts while
-    /// etcd is down serves it.
-    pub snapshot: PathBuf,
-    pub dial_timeout: Duration,
-    pub request_timeout: Duration,
-    pub lease_ttl: Duration,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub tls: Option<EtcdTls>,
-}
-
-/// TLS to etcd: a CA to trust instead of the system roots, and a client certificate.
-#[derive(Debug, Clone)]
-pub struct EtcdTls {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
 }
 
 /// Certificate chain and private key (PEM) for the data plane; reloaded when they change.
@@ -437,79 +382,6 @@ fn admin_settings(raw: &AdminFile, file: &str) -> Result<AdminSettings, ConfigEr
     })
 }
 
-fn etcd_settings(
-    raw: &EtcdFile,
-    file: &str,
-    relative: &dyn Fn(&PathBuf) -> PathBuf,
-) -> Result<EtcdSettings, ConfigError> {
-    let invalid = |field, message: String| ConfigError::Invalid { file: file.to_owned(), field, message };
-    if raw.endpoints.is_empty() {
-        return Err(invalid("etcd.endpoints", "at least one endpoint is required".into()));
-    }
-    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
-    for endpoint in &raw.endpoints {
-        let uri: http::Uri =
-            endpoint.parse().map_err(|e| invalid("etcd.endpoints", format!("\"{endpoint}\" is not a URL: {e}")))?;
-        let usable = matches!(uri.scheme_str(), Some("http" | "https"))
-            && uri.authority().is_some()
-            && uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
-        if !usable {
-            return Err(invalid("etcd.endpoints", format!("\"{endpoint}\" must be http(s)://host:port")));
-        }
-        endpoints.push(uri);
-    }
-    let prefix = raw.prefix.trim_end_matches('/').to_owned();
-    let prefix_ok = prefix.starts_with('/')
-        && prefix.len() > 1
-        && prefix.bytes().all(|b| b.is_ascii_graphic())
-        && !prefix.split('/').skip(1).any(|segment| segment.is_empty() || segment == "." || segment == "..");
-    if !prefix_ok {
-        return Err(invalid(
-            "etcd.prefix",
-            format!("\"{}\" must be an absolute key path such as /graygate", raw.prefix),
-        ));
-    }
-    for (field, value) in
-        [("etcd.dial_timeout_ms", raw.dial_timeout_ms), ("etcd.request_timeout_ms", raw.request_timeout_ms)]
-    {
-        if value == 0 {
-            return Err(invalid(field, "must be greater than 0".into()));
-        }
-    }
-    if !(2..=3600).contains(&raw.lease_ttl_s) {
-        return Err(invalid("etcd.lease_ttl_s", format!("must be between 2 and 3600, got {}", raw.lease_ttl_s)));
-    }
-    let expand = |value: &str, field: &'static str| {
-        expand_env(value).map_err(|name| ConfigError::MissingEnv { file: file.to_owned(), field, name })
-    };
-    let username = raw.username.as_deref().map(|u| expand(u, "etcd.username")).transpose()?;
-    let password = raw.password.as_deref().map(|p| expand(p, "etcd.password")).transpose()?;
-    if username.is_some() != password.is_some() {
-        return Err(invalid("etcd.username", "username and password go together".into()));
-    }
-    let tls = raw.tls.as_ref().map(|tls| EtcdTls {
-        ca: tls.ca.as_ref().map(relative),
-        cert: tls.cert.as_ref().map(relative),
-        key: tls.key.as_ref().map(relative),
-    });
-    if let Some(tls) = &tls
-        && tls.cert.is_some() != tls.key.is_some()
-    {
-        return Err(invalid("etcd.tls", "cert and key go together".into()));
-    }
-    Ok(EtcdSettings {
-        endpoints,
-        prefix,
-        snapshot: relative(&raw.snapshot),
-        dial_timeout: Duration::from_millis(raw.dial_timeout_ms),
-        request_timeout: Duration::from_millis(raw.request_timeout_ms),
-        lease_ttl: Duration::from_secs(raw.lease_ttl_s),
-        username,
-        password: password.map(|p| Secret::new(&p)),
-        tls,
-    })
-}
-
 /// Replaces every `${NAME}` with the environment variable NAME; `Err(NAME)` if it is unset.
 fn expand_env(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
@@ -541,26 +413,6 @@ fn default_admin_listen() -> SocketAddr {
 
 fn default_routes() -> PathBuf {
     PathBuf::from("routes.yaml")
-}
-
-fn default_etcd_prefix() -> String {
-    "/graygate".to_owned()
-}
-
-fn default_snapshot() -> PathBuf {
-    PathBuf::from("routes.snapshot.json")
-}
-
-fn default_dial_timeout_ms() -> u64 {
-    2_000
-}
-
-fn default_request_timeout_ms() -> u64 {
-    3_000
-}
-
-fn default_lease_ttl_s() -> u64 {
-    10
 }
 
 impl Default for TimeoutsFile {

@@ -9,15 +9,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::ROUTES;
 use crate::support::{Gateway, PATIENCE, backends, render};
-
-const ROUTES: &str = r#"project_id: p1
-functions:
-  - name: hello
-    upstream: "@v1@"
-    triggers:
-      - { target: latest, path: /hello }
-"#;
 
 struct Refusal {
     status: u16,

@@ -5,15 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::ROUTES;
 use crate::support::{Gateway, backends, render, restart};
-
-const ROUTES: &str = r#"project_id: p1
-functions:
-  - name: hello
-    upstream: "@v1@"
-    triggers:
-      - { target: latest, path: /hello }
-"#;
 
 /// The pid of a process that has exited (and been reaped): no process has it now.
 fn dead_pid() -> u32 {

@@ -9,3 +9,12 @@ mod support;
 mod heads;
 mod leftovers;
 mod parse;
+
+/// One function whose `latest` is served at `/hello`.
+const ROUTES: &str = r#"project_id: p1
+functions:
+  - name: hello
+    upstream: "@v1@"
+    triggers:
+      - { target: latest, path: /hello }
+"#;
