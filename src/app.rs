@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -149,8 +149,21 @@ impl App {
     }
 }
 
+/// The accept queue of each listener. `TcpListener::bind` asks for 128, which a burst of
+/// connections (or a moment at the descriptor limit, when accepts fail) overflows: the
+/// kernel then drops SYNs and clients wait out a retransmission (1 s, 3 s, ...) instead of
+/// being queued. 1024 is what HAProxy and mio ask for; the kernel caps it at somaxconn.
+const LISTEN_BACKLOG: u32 = 1024;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    let error = |source| StartError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(error)?;
+    // As `TcpListener::bind` does: a restarted gateway rebinds while old connections linger
+    // in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(error)
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {

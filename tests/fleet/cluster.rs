@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,8 +19,29 @@ use crate::support::{Answer, PATIENCE, TestClient};
 pub const TOKEN: &str = "fleet-test-token";
 pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 
+/// A loopback port that is free now and will stay free until the process it is meant for
+/// binds it. Ports are taken below the kernel's ephemeral range (32768 and up on Linux):
+/// an ephemeral port found free can be handed to another test's outgoing connection before
+/// etcd binds it ("address already in use"), a port below that range only to an explicit
+/// bind. Each call moves on from a per-process starting point, so parallel tests (and test
+/// binaries) do not try the same ports.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 fn binary(variable: &str, default: &str) -> String {

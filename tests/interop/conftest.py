@@ -51,10 +51,23 @@ def start_backend(version):
     return server
 
 
+_NEXT_PORT = [os.getpid() * 7919 % 12000]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port below the kernel's ephemeral range (32768 and up): an ephemeral port
+    found free can be handed to an outgoing connection before the server meant for it binds
+    it; one below that range only to an explicit bind."""
+    for _ in range(12000):
+        port = 20000 + _NEXT_PORT[0] % 12000
+        _NEXT_PORT[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000..32000")
 
 
 def binary():

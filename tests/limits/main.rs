@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod descriptors;
 mod heads;
 mod leftovers;
 mod parse;
