@@ -1,14 +1,17 @@
 //! The data plane: resolve a request against the current routing table and forward it.
 //!
-//! One `async fn` per request: check the path, load the table once (requests in flight
-//! keep the table they started with), resolve trigger and version, rewrite the request for
-//! the upstream, send it through the pooled client under the function's timeout, and
-//! stream the answer back. Every failure goes through [`GatewayError::into_response`].
+//! One request takes one path, `prepare → forward → respond`: `prepare` checks the head,
+//! loads the table once (requests in flight keep the table they started with), resolves
+//! trigger and version and rewrites the request for the upstream; `forward` sends it under
+//! the function's timeout and judges the upstream by the answer; `respond` is the one exit:
+//! it writes the APIG error body ([`GatewayError::into_response`]), sets `X-Request-Id` and
+//! `X-Graygate-Version`, and records the request's metric.
 
 pub mod body;
 pub mod headers;
 mod io;
 pub mod path;
+mod pool;
 pub mod server;
 pub mod upstream;
 
@@ -23,12 +26,12 @@ use hyper::body::Incoming;
 
 use crate::error::GatewayError;
 use crate::health::{UpstreamHealth, Verdict};
+use crate::metrics::RouteMetrics;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::routing::{Protocol, Resolved, Unrouted};
+use crate::routing::{Resolved, RoutingTable, Unrouted, Upstream};
 use crate::store::RoutesStore;
 use body::{BodyFault, Fault, RequestBody, UpstreamBody};
-use hyper_util::client::legacy::connect::capture_connection;
-use upstream::UpstreamClients;
+use upstream::{UpstreamClients, UpstreamError};
 
 /// Responses stream the upstream's body, or carry a small body of our own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
@@ -52,6 +55,35 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
 }
 
+/// A request ready to go upstream, and what it was routed to.
+struct Prepared<'t> {
+    request: Request<Incoming>,
+    upstream: &'t Upstream,
+    timeout: Duration,
+    routed: Routed<'t>,
+}
+
+/// The route a request took, for its metric and its `X-Graygate-Version`.
+#[derive(Clone, Copy)]
+struct Routed<'t> {
+    metrics: &'t RouteMetrics,
+    version: &'t HeaderValue,
+}
+
+/// What one request came to, the upstream's answer or our error; `respond` turns it into
+/// the response.
+struct Outcome<'t> {
+    /// `None` for a request refused before it had a route (its path is never a label).
+    routed: Option<Routed<'t>>,
+    answer: Result<Response<UpstreamBody>, GatewayError>,
+}
+
+/// A request `prepare` refused, and the route it had by then.
+struct Refused<'t> {
+    routed: Option<Routed<'t>>,
+    error: GatewayError,
+}
+
 /// A failed exchange: what the metrics call it, and what the client is told.
 struct Failure {
     kind: Option<UpstreamErrorKind>,
@@ -72,48 +104,54 @@ impl Gateway {
         Gateway { routes, clients, metrics, default_timeout, limits, scheme }
     }
 
-    pub async fn handle(&self, mut request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
-        if headers::too_large(request.headers(), self.limits.max_headers, self.limits.max_header_bytes) {
-            return self.refuse(GatewayError::HeadersTooLarge, &request_id);
-        }
-        let path = match path::sanitize(request.uri().path()) {
-            Ok(path) => path,
-            Err(why) => return self.refuse(GatewayError::BadRequest(why), &request_id),
-        };
         let table = self.routes.current();
+        let outcome = match self.prepare(request, peer, &table, &request_id) {
+            Ok(prepared) => self.forward(prepared).await,
+            Err(Refused { routed, error }) => Outcome { routed, answer: Err(error) },
+        };
+        self.respond(outcome, &request_id, started)
+    }
+
+    /// Checks the request, routes it and rewrites it for its upstream.
+    fn prepare<'t>(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        table: &'t RoutingTable,
+        request_id: &HeaderValue,
+    ) -> Result<Prepared<'t>, Refused<'t>> {
+        let refuse = |error| Refused { routed: None, error };
+        if headers::too_large(request.headers(), self.limits.max_headers, self.limits.max_header_bytes) {
+            return Err(refuse(GatewayError::HeadersTooLarge));
+        }
+        let path = path::sanitize(request.uri().path()).map_err(|why| refuse(GatewayError::BadRequest(why)))?;
         // Generation 0 is the empty table of a store that has not loaded a state yet.
         if table.generation() == 0 {
-            return self.refuse(GatewayError::NotReady, &request_id);
+            return Err(refuse(GatewayError::NotReady));
         }
-        let resolved = table.resolve(request.method(), &path, request.headers());
-        let Resolved { function, trigger, version, route, remainder, fallback_from } = match resolved {
-            Ok(resolved) => resolved,
-            Err(Unrouted::NoTrigger | Unrouted::MethodNotAllowed) => {
-                return self.refuse(GatewayError::NoRoute, &request_id);
-            }
-        };
-        let route_metrics =
-            route.metrics.get_or_init(|| self.metrics.route(&function.name, &trigger.target, &version.name));
+        let Resolved { function, trigger, version, route, remainder, fallback_from } =
+            match table.resolve(request.method(), &path, request.headers()) {
+                Ok(resolved) => resolved,
+                Err(Unrouted::NoTrigger | Unrouted::MethodNotAllowed) => return Err(refuse(GatewayError::NoRoute)),
+            };
+        let metrics = route.metrics.get_or_init(|| self.metrics.route(&function.name, &trigger.target, &version.name));
+        let routed = Routed { metrics, version: &version.header };
+        let fail = |error| Refused { routed: Some(routed), error };
         if let Some(skipped) = fallback_from {
             self.metrics.alias_fallback(&function.name, &trigger.target, &skipped.name);
         }
-        let upstream_uri = match version.upstream.uri(remainder, request.uri().query()) {
-            Ok(uri) => uri,
-            Err(_) => {
-                let error = GatewayError::BadRequest("The request path or query cannot be forwarded");
-                self.metrics.record(route_metrics, error.status(), started.elapsed());
-                return error.into_response(&request_id);
-            }
-        };
+        let upstream = &version.upstream;
+        let upstream_uri = upstream
+            .uri(remainder, request.uri().query())
+            .map_err(|_| fail(GatewayError::BadRequest("The request path or query cannot be forwarded")))?;
         // The sanitised path may borrow the request's URI: release it before the rewrite.
         drop(path);
         let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.limits.max_body_bytes) {
-            let error = GatewayError::PayloadTooLarge;
-            self.metrics.record(route_metrics, error.status(), started.elapsed());
-            return error.into_response(&request_id);
+            return Err(fail(GatewayError::PayloadTooLarge));
         }
 
         let host = request.headers_mut().remove(header::HOST).or_else(|| {
@@ -124,42 +162,62 @@ impl Gateway {
         headers::strip_hop_by_hop(request_headers);
         headers::set_forwarded(request_headers, peer.ip(), self.scheme, host);
         request_headers.insert(headers::X_REQUEST_ID, request_id.clone());
-        // The pool speaks HTTP/1.1 to upstreams whatever the client spoke to us.
+        // Upstreams are spoken to in HTTP/1.1 (or h2c) whatever the client spoke to us.
         *request.version_mut() = http::Version::HTTP_11;
         *request.uri_mut() = upstream_uri;
-
         let timeout = function.timeout.unwrap_or(self.default_timeout);
-        let health = &version.upstream.health;
+        Ok(Prepared { request, upstream, timeout, routed })
+    }
+
+    /// Sends the request under its timeout and judges the upstream by the answer.
+    async fn forward<'t>(&self, prepared: Prepared<'t>) -> Outcome<'t> {
+        let Prepared { request, upstream, timeout, routed } = prepared;
+        let health = &upstream.health;
         let fault = Arc::new(BodyFault::default());
-        let exchange = self.exchange(request, version.upstream.protocol, health, &fault);
-        let response = match tokio::time::timeout(timeout, exchange).await {
+        let answer = match tokio::time::timeout(timeout, self.exchange(request, upstream, &fault)).await {
             Ok(Ok(response)) => {
                 if matches!(response.status().as_u16(), 502..=504) {
                     self.upstream_failed(health);
                 } else {
                     health.record_success();
                 }
-                let (mut parts, body) = response.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert(headers::X_GRAYGATE_VERSION, version.header.clone());
-                parts.headers.insert(headers::X_REQUEST_ID, request_id);
-                Response::from_parts(parts, Either::Left(body))
+                Ok(response)
             }
             Ok(Err(failure)) => {
                 if let Some(kind) = failure.kind {
-                    tracing::debug!(request_id = ?request_id, function = %function.name, version = %version.name, kind = kind.as_str(), "upstream failed");
-                    self.metrics.upstream_error(route_metrics, kind);
+                    tracing::debug!(upstream = health.authority(), kind = kind.as_str(), "upstream failed");
+                    self.metrics.upstream_error(routed.metrics, kind);
                     self.upstream_failed(health);
                 }
-                with_version(failure.error.into_response(&request_id), version.header.clone())
+                Err(failure.error)
             }
             Err(_elapsed) => {
-                self.metrics.upstream_error(route_metrics, UpstreamErrorKind::Timeout);
+                self.metrics.upstream_error(routed.metrics, UpstreamErrorKind::Timeout);
                 self.upstream_failed(health);
-                with_version(GatewayError::UpstreamTimeout.into_response(&request_id), version.header.clone())
+                Err(GatewayError::UpstreamTimeout)
             }
         };
-        self.metrics.record(route_metrics, response.status(), started.elapsed());
+        Outcome { routed: Some(routed), answer }
+    }
+
+    /// The one exit of every request.
+    fn respond(&self, outcome: Outcome<'_>, request_id: &HeaderValue, started: Instant) -> Response<ProxyBody> {
+        let mut response = match outcome.answer {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                parts.headers.insert(headers::X_REQUEST_ID, request_id.clone());
+                Response::from_parts(parts, Either::Left(body))
+            }
+            Err(error) => error.into_response(request_id),
+        };
+        match outcome.routed {
+            Some(routed) => {
+                response.headers_mut().insert(headers::X_GRAYGATE_VERSION, routed.version.clone());
+                self.metrics.record(routed.metrics, response.status(), started.elapsed());
+            }
+            None => self.metrics.record_unrouted(response.status()),
+        }
         response
     }
 
@@ -168,18 +226,15 @@ impl Gateway {
     async fn exchange(
         &self,
         request: Request<Incoming>,
-        protocol: Protocol,
-        health: &UpstreamHealth,
+        upstream: &Upstream,
         fault: &Arc<BodyFault>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        let permit = Arc::clone(health.permits()).acquire_owned().await.ok();
+        let permit = Arc::clone(upstream.health.permits()).acquire_owned().await.ok();
         let (parts, incoming) = request.into_parts();
         let retry = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&incoming))
             .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
         let body = RequestBody::new(incoming, self.limits.max_body_bytes, Arc::clone(fault));
-        let mut request = Request::from_parts(parts, body);
-        let mut connection = capture_connection(&mut request);
-        let first = self.clients.request(protocol, request).await;
+        let first = self.clients.send(upstream, Request::from_parts(parts, body)).await;
         let result = match (first, retry) {
             (Err(error), Some((method, uri, headers))) if error.is_connect() => {
                 tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
@@ -187,33 +242,19 @@ impl Gateway {
                 *again.method_mut() = method;
                 *again.uri_mut() = uri;
                 *again.headers_mut() = headers;
-                connection = capture_connection(&mut again);
-                self.clients.request(protocol, again).await
+                self.clients.send(upstream, again).await
             }
             (result, _) => result,
         };
         match result {
-            // Both framings at once is how responses get smuggled. The body may already be
-            // complete (and the connection back in the pool): poison the connection so no
-            // later request reads what follows on it.
-            Ok(response) if has_conflicting_framing(response.headers()) => {
-                if let Some(connected) = connection.connection_metadata().as_ref() {
-                    connected.poison();
-                }
+            // Both framings at once is how responses get smuggled: never read past it.
+            Ok(mut sent) if has_conflicting_framing(sent.response.headers()) => {
+                sent.poison();
                 let kind = UpstreamErrorKind::Protocol;
                 Err(Failure { kind: Some(kind), error: GatewayError::Upstream(kind) })
             }
-            Ok(response) => Ok(response.map(|body| UpstreamBody::new(body, permit))),
-            Err(error) => Err(match fault.get() {
-                Fault::TooLarge => Failure { kind: None, error: GatewayError::PayloadTooLarge },
-                Fault::Client => {
-                    Failure { kind: None, error: GatewayError::BadRequest("The request body is malformed") }
-                }
-                Fault::None => {
-                    let kind = upstream::classify(&error);
-                    Failure { kind: Some(kind), error: GatewayError::Upstream(kind) }
-                }
-            }),
+            Ok(sent) => Ok(sent.into_response(permit)),
+            Err(error) => Err(failure(&error, fault)),
         }
     }
 
@@ -223,18 +264,19 @@ impl Gateway {
             self.metrics.upstream_ejected(health.authority());
         }
     }
-
-    /// A request refused before it had a route (its path is never a metric label).
-    fn refuse(&self, error: GatewayError, request_id: &HeaderValue) -> Response<ProxyBody> {
-        self.metrics.record_unrouted(error.status());
-        error.into_response(request_id)
-    }
 }
 
-/// Our own answer for a request that had a version: say which one failed.
-fn with_version(mut response: Response<ProxyBody>, version: HeaderValue) -> Response<ProxyBody> {
-    response.headers_mut().insert(headers::X_GRAYGATE_VERSION, version);
-    response
+/// Whose fault a failed exchange was: a request body that broke or grew too large is the
+/// client's, anything else the upstream's.
+fn failure(error: &UpstreamError, fault: &BodyFault) -> Failure {
+    match fault.get() {
+        Fault::TooLarge => Failure { kind: None, error: GatewayError::PayloadTooLarge },
+        Fault::Client => Failure { kind: None, error: GatewayError::BadRequest("The request body is malformed") },
+        Fault::None => {
+            let kind = error.classify();
+            Failure { kind: Some(kind), error: GatewayError::Upstream(kind) }
+        }
+    }
 }
 
 fn has_conflicting_framing(headers: &http::HeaderMap) -> bool {

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use rustc_hash::FxHashMap;
 
 use crate::health::UpstreamHealth;
@@ -80,6 +80,8 @@ pub struct Upstream {
     pub protocol: Protocol,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` an HTTP/1 request to it carries (the authority, built once).
+    pub host: HeaderValue,
     base_path: Box<str>,
     pub health: Arc<UpstreamHealth>,
 }
@@ -295,10 +297,21 @@ impl Upstream {
             "https" => (Protocol::Https, Scheme::HTTPS),
             _ => return None,
         };
-        Some(Upstream { protocol, scheme, health: health(authority.as_str()), authority, base_path: base.into() })
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        Some(Upstream { protocol, scheme, health: health(authority.as_str()), authority, host, base_path: base.into() })
     }
 
-    /// The absolute URI for a request: base path, then the remainder, then the query.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The port connections go to (the scheme's default when the URL names none).
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(if self.scheme == Scheme::HTTPS { 443 } else { 80 })
+    }
+
+    /// The URI for a request: base path, then the remainder, then the query; absolute for
+    /// the legacy client, origin-form (path only, with `host` beside it) for HTTP/1.
     pub fn uri(&self, remainder: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let query_len = query.map_or(0, |q| q.len() + 1);
         let mut path = String::with_capacity(self.base_path.len() + remainder.len() + query_len + 1);
@@ -313,6 +326,9 @@ impl Upstream {
         if let Some(query) = query {
             path.push('?');
             path.push_str(query);
+        }
+        if self.protocol == Protocol::Http1 {
+            return Uri::builder().path_and_query(path).build();
         }
         Uri::builder().scheme(self.scheme.clone()).authority(self.authority.clone()).path_and_query(path).build()
     }

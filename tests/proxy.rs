@@ -317,9 +317,18 @@ async fn a_truncated_upstream_body_is_never_a_clean_200() {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let uri: http::Uri = format!("http://{}/faults-short", gw.app.data_addr()).parse().unwrap();
-    let response = tokio::time::timeout(support::PATIENCE, client.get(uri)).await.unwrap().unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "headers were already sent");
-    let body =
-        tokio::time::timeout(support::PATIENCE, http_body_util::BodyExt::collect(response.into_body())).await.unwrap();
-    assert!(body.is_err(), "the client must see the body fail, not a complete short message");
+    // The head may or may not have left before the upstream's body broke off (that is a
+    // matter of timing); either way the client never holds a complete message.
+    match tokio::time::timeout(support::PATIENCE, client.get(uri)).await.unwrap() {
+        Err(error) => {
+            assert!(error.to_string().contains("request") || format!("{error:?}").contains("Incomplete"), "{error:?}")
+        }
+        Ok(response) => {
+            assert_eq!(response.status(), StatusCode::OK, "the upstream's head, as it came");
+            let body = tokio::time::timeout(support::PATIENCE, http_body_util::BodyExt::collect(response.into_body()))
+                .await
+                .unwrap();
+            assert!(body.is_err(), "the client must see the body fail, not a complete short message");
+        }
+    }
 }

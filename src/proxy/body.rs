@@ -1,5 +1,7 @@
 //! Bodies at the proxy boundary: the client's request body with its size limit, and the
-//! upstream's response body holding the upstream's connection permit until it ends.
+//! upstream's response body holding the upstream's connection permit until it ends (and,
+//! for an HTTP/1 upstream, driving the connection it arrives on, which it returns to the
+//! pool when it has ended).
 //!
 //! A request body that errors (a bad chunk size, a client that vanishes) or grows past the
 //! limit fails the upstream request mid-stream, so the upstream never sees a complete
@@ -14,6 +16,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
+
+use super::pool::Lease;
 
 /// What went wrong with a request body, if anything.
 #[derive(Debug, Default)]
@@ -45,6 +49,9 @@ pub struct RequestBody {
 /// The upstream's body on its way to the client.
 pub struct UpstreamBody {
     inner: Incoming,
+    /// The HTTP/1 connection the body arrives on (h2c and https bodies have their own task).
+    lease: Option<Lease>,
+    ended: bool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -122,8 +129,8 @@ impl Body for RequestBody {
 // === impl UpstreamBody ===
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, permit: Option<OwnedSemaphorePermit>) -> Self {
-        UpstreamBody { inner, _permit: permit }
+    pub fn new(inner: Incoming, lease: Option<Lease>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        UpstreamBody { inner, lease, ended: false, _permit: permit }
     }
 }
 
@@ -132,14 +139,38 @@ impl Body for UpstreamBody {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        if let Some(lease) = this.lease.as_mut() {
+            lease.drive(cx);
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(lease) = this.lease.as_mut() {
+                    lease.poison();
+                }
+            }
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Dropped with the body unread (a client gone mid-response): the connection is in
+        // the middle of a message and is closed.
+        if let Some(lease) = self.lease.take() {
+            lease.release(self.ended || self.inner.is_end_stream());
+        }
     }
 }

@@ -1,33 +1,55 @@
 //! The pooled clients to upstreams, one per protocol, and how their failures are classified.
 //!
-//! They live for the whole process (a reload must not drop the pools). hyper-util's pool
+//! They live for the whole process (a reload must not drop the pools). HTTP/1 upstreams go
+//! through graygate's own pool (`pool`), driven in the request's task; h2c and https ones
+//! through hyper-util's legacy client, whose connection tasks suit multiplexing. Its pool
 //! ignores its idle timeout unless a pool timer is set, and its connector has no connect
 //! timeout and Nagle on by default: all three are set here. `https://` upstreams use rustls
 //! with the ring provider (never two providers in one build) and the system roots or a
 //! configured CA; `h2c://` upstreams get prior-knowledge HTTP/2 over plain TCP.
 
-use std::error::Error as _;
 use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector, capture_connection};
 use hyper_util::client::legacy::{Client, Error as ClientError};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::body::RequestBody;
+use super::body::{RequestBody, UpstreamBody};
+use super::pool::{Http1Pool, Lease, PoolSettings, SendError};
 use crate::config::ServerConfig;
 use crate::metrics::UpstreamErrorKind;
-use crate::routing::Protocol;
+use crate::routing::{Protocol, Upstream};
 
 pub struct UpstreamClients {
-    http1: Client<HttpConnector, RequestBody>,
+    http1: Arc<Http1Pool>,
     h2c: Client<HttpConnector, RequestBody>,
     https: Client<HttpsConnector<HttpConnector>, RequestBody>,
+}
+
+/// A response head, and the connection its body arrives on.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    via: Via,
+}
+
+enum Via {
+    Pool(Lease),
+    Legacy(CaptureConnection),
+}
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Pool(#[from] SendError),
+    #[error(transparent)]
+    Legacy(#[from] ClientError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,28 +91,102 @@ impl UpstreamClients {
             .enable_http1()
             .enable_http2()
             .wrap_connector(connector());
+        let pool = PoolSettings {
+            connect_timeout: config.timeouts.upstream_connect,
+            idle_timeout: config.timeouts.pool_idle,
+            max_idle_per_upstream: config.limits.pool_max_idle_per_upstream,
+        };
         Ok(UpstreamClients {
-            http1: builder().build(connector()),
+            http1: Http1Pool::spawn(pool),
             h2c: builder().http2_only(true).build(connector()),
             https: builder().build(https),
         })
     }
 
-    pub async fn request(
-        &self,
-        protocol: Protocol,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, ClientError> {
-        match protocol {
-            Protocol::Http1 => self.http1.request(request).await,
-            Protocol::H2c => {
-                let mut request = request;
-                *request.version_mut() = http::Version::HTTP_2;
-                self.h2c.request(request).await
+    /// Sends `request` (its URI from [`Upstream::uri`]) to `upstream`.
+    pub async fn send(&self, upstream: &Upstream, mut request: Request<RequestBody>) -> Result<Sent, UpstreamError> {
+        let legacy = match upstream.protocol {
+            Protocol::Http1 => {
+                request.headers_mut().insert(http::header::HOST, upstream.host.clone());
+                let authority = upstream.authority();
+                let (response, lease) =
+                    self.http1.send(authority.as_str(), authority.host(), upstream.port(), request).await?;
+                return Ok(Sent { response, via: Via::Pool(lease) });
             }
-            Protocol::Https => self.https.request(request).await,
+            Protocol::H2c => {
+                *request.version_mut() = http::Version::HTTP_2;
+                &self.h2c
+            }
+            Protocol::Https => {
+                let captured = capture_connection(&mut request);
+                let response = self.https.request(request).await?;
+                return Ok(Sent { response, via: Via::Legacy(captured) });
+            }
+        };
+        let captured = capture_connection(&mut request);
+        let response = legacy.request(request).await?;
+        Ok(Sent { response, via: Via::Legacy(captured) })
+    }
+}
+
+// === impl Sent ===
+
+impl Sent {
+    /// Never reuse the connection this response came on: what follows it cannot be trusted.
+    /// (The body may already be complete and a legacy connection back in its pool.)
+    pub fn poison(&mut self) {
+        match &mut self.via {
+            Via::Pool(lease) => lease.poison(),
+            Via::Legacy(captured) => {
+                if let Some(connected) = captured.connection_metadata().as_ref() {
+                    connected.poison();
+                }
+            }
         }
     }
+
+    /// The response, its body streaming to the client (and driving its connection).
+    pub fn into_response(self, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Response<UpstreamBody> {
+        let lease = match self.via {
+            Via::Pool(lease) => Some(lease),
+            Via::Legacy(_) => None,
+        };
+        self.response.map(|body| UpstreamBody::new(body, lease, permit))
+    }
+}
+
+// === impl UpstreamError ===
+
+impl UpstreamError {
+    /// Nothing reached the upstream: no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Pool(error) => matches!(error, SendError::Connect { .. }),
+            UpstreamError::Legacy(error) => error.is_connect(),
+        }
+    }
+
+    /// The `kind` reported in metrics and the 502 message.
+    pub fn classify(&self) -> UpstreamErrorKind {
+        match self {
+            _ if self.is_connect() => UpstreamErrorKind::Connect,
+            UpstreamError::Pool(SendError::Http(error)) if is_parse(error) => UpstreamErrorKind::Protocol,
+            UpstreamError::Legacy(error) if is_parse(error) => UpstreamErrorKind::Protocol,
+            _ => UpstreamErrorKind::Reset,
+        }
+    }
+}
+
+/// A malformed response somewhere in the error's chain.
+fn is_parse(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// The configured CA bundle, or the system's roots.
@@ -119,21 +215,4 @@ fn roots(ca: Option<&std::path::Path>) -> Result<RootCertStore, ClientSetupError
         }
     }
     Ok(roots)
-}
-
-/// Sorts a client error into the `kind` reported in metrics and the 502 message.
-pub fn classify(error: &ClientError) -> UpstreamErrorKind {
-    if error.is_connect() {
-        return UpstreamErrorKind::Connect;
-    }
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>()
-            && hyper_error.is_parse()
-        {
-            return UpstreamErrorKind::Protocol;
-        }
-        source = cause.source();
-    }
-    UpstreamErrorKind::Reset
 }
