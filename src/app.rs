@@ -82,10 +82,7 @@ impl App {
             data,
             settings.clone(),
             tls,
-            move |request, peer| {
-                let gateway = Arc::clone(&gateway);
-                async move { gateway.handle(request, peer).await }
-            },
+            move |request, peer| Arc::clone(&gateway).handle(request, peer),
             server::AcceptErrors::new("data", metrics.accept_errors("data")),
             stop.clone(),
         ));

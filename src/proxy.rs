@@ -104,7 +104,9 @@ impl Gateway {
         Gateway { routes, clients, metrics, default_timeout, limits, scheme }
     }
 
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Takes the gateway by `Arc` so that the future is all the server holds per request
+    /// (no wrapper that would copy the request once more).
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
         let table = self.routes.current();
@@ -231,21 +233,9 @@ impl Gateway {
     ) -> Result<Response<UpstreamBody>, Failure> {
         let permit = Arc::clone(upstream.health.permits()).acquire_owned().await.ok();
         let (parts, incoming) = request.into_parts();
-        let retry = (is_idempotent(&parts.method) && http_body::Body::is_end_stream(&incoming))
-            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let retry_connect = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&incoming);
         let body = RequestBody::new(incoming, self.limits.max_body_bytes, Arc::clone(fault));
-        let first = self.clients.send(upstream, Request::from_parts(parts, body)).await;
-        let result = match (first, retry) {
-            (Err(error), Some((method, uri, headers))) if error.is_connect() => {
-                tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
-                let mut again = Request::new(RequestBody::empty());
-                *again.method_mut() = method;
-                *again.uri_mut() = uri;
-                *again.headers_mut() = headers;
-                self.clients.send(upstream, again).await
-            }
-            (result, _) => result,
-        };
+        let result = self.clients.send(upstream, Request::from_parts(parts, body), retry_connect).await;
         match result {
             // Both framings at once is how responses get smuggled: never read past it.
             Ok(mut sent) if has_conflicting_framing(sent.response.headers()) => {

@@ -15,7 +15,8 @@ const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Headers that describe one hop, never the message (RFC 9110 §7.6.1, RFC 7540 §3.2.1
 /// `HTTP2-Settings`, and legacy ones).
-const HOP_BY_HOP: [HeaderName; 10] = [
+const HOP_BY_HOP_COUNT: usize = 10;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     HTTP2_SETTINGS,
     header::CONNECTION,
     KEEP_ALIVE,
@@ -43,19 +44,44 @@ pub fn too_large(headers: &HeaderMap, max_headers: usize, max_bytes: usize) -> b
 
 /// Removes hop-by-hop headers, including every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Collecting first: the names live inside the `Connection` values we then remove.
-    let named: Vec<HeaderName> = headers
+    // One scan over the names present decides what goes: a message usually has none of the
+    // ten or only `connection`, and ten removals by name are ten hash lookups per hop.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    // Names the `connection` header lists go too; `keep-alive` and `close`, the usual
+    // tokens, need no lookup of their own.
+    let lists_others = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+        .map(str::trim)
+        .any(|token| {
+            !(token.is_empty() || token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close"))
+        });
+    if lists_others {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
 }
 
@@ -99,6 +125,21 @@ pub fn generate_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_untouched_and_usual_tokens_go_with_their_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        headers.insert("x-canary", HeaderValue::from_static("v2"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, Keep-Alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert!(headers.contains_key("x-canary") && headers.contains_key(header::CONTENT_LENGTH));
+    }
 
     #[test]
     fn connection_named_headers_are_removed_too() {

@@ -6,13 +6,14 @@
 //! request, a spawn and wake-ups across three tasks. Here the task that serves the request
 //! polls the upstream connection itself — while it waits for the response head, then with
 //! every poll of the response body — and the body puts the connection back when it ends.
-//! An idle connection is polled by nobody; checkout polls it once, which is when a close
-//! by the upstream is seen. h2c and https upstreams keep the legacy client (`upstream`).
+//! An idle connection is polled by nobody: a close by the upstream meanwhile is seen by the
+//! next request's first poll, and hyper then hands that request back unsent, so it goes out
+//! on a new connection. h2c and https upstreams keep the legacy client (`upstream`).
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,18 @@ pub struct PoolSettings {
     pub max_idle_per_upstream: usize,
 }
 
-/// Idle HTTP/1 connections by upstream authority, most recently used last.
+/// Idle HTTP/1 connections by upstream authority.
 pub struct Http1Pool {
     settings: PoolSettings,
     builder: http1::Builder,
-    idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+    upstreams: Mutex<HashMap<Box<str>, Arc<Slot>>>,
+}
+
+/// One upstream's idle connections, most recently used last. A lease holds its slot, so
+/// putting a connection back needs no lookup (and no copy of the authority).
+#[derive(Default)]
+struct Slot {
+    idle: Mutex<Vec<Idle>>,
 }
 
 struct Idle {
@@ -58,8 +66,8 @@ struct Conn {
 /// and goes back to the pool when the body has ended, unless the exchange poisoned it.
 pub struct Lease {
     conn: Conn,
-    key: Box<str>,
-    pool: Weak<Http1Pool>,
+    slot: Arc<Slot>,
+    max_idle: usize,
     reusable: bool,
 }
 
@@ -77,7 +85,7 @@ impl Http1Pool {
     /// The pool, and a task that closes connections idle for longer than the timeout (the
     /// task ends with the pool).
     pub fn spawn(settings: PoolSettings) -> Arc<Self> {
-        let pool = Arc::new(Http1Pool { settings, builder: http1::Builder::new(), idle: Mutex::default() });
+        let pool = Arc::new(Http1Pool { settings, builder: http1::Builder::new(), upstreams: Mutex::default() });
         let weak = Arc::downgrade(&pool);
         let every = (settings.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         tokio::spawn(async move {
@@ -95,77 +103,85 @@ impl Http1Pool {
     /// Sends `request` (origin-form URI, `Host` set) to `authority`, on an idle connection
     /// if one is alive, else on a new one. A pooled connection that turns out closed before
     /// the request was written hands it back, and it goes out on a new connection: nothing
-    /// was sent, so even a POST is safe to send again.
+    /// was sent, so even a POST is safe to send again. With `retry_connect`, a failed connect
+    /// is tried once more (the request is still ours then: no copy of it is needed).
     pub async fn send(
         self: &Arc<Self>,
         authority: &str,
         host: &str,
         port: u16,
         mut request: Request<RequestBody>,
+        retry_connect: bool,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        if let Some(conn) = self.checkout(authority).await {
+        let slot = self.slot(authority);
+        let mut pooled = self.checkout(&slot);
+        // One await of `exchange` (in a loop, not two call sites): each site would be a
+        // state of its own in this future, which every request carries.
+        loop {
+            let reused = pooled.is_some();
+            let conn = match pooled.take() {
+                Some(conn) => conn,
+                // Boxed: once per connection, and the resolver's and connect's futures would
+                // otherwise size every request's future.
+                None => match Box::pin(self.connect(authority, host, port)).await {
+                    Err(error) if retry_connect => {
+                        tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
+                        Box::pin(self.connect(authority, host, port)).await?
+                    }
+                    connected => connected?,
+                },
+            };
             match exchange(conn, request).await {
-                Ok((response, conn)) => return Ok((response, self.lease(authority, conn))),
+                Ok((response, conn)) => return Ok((response, self.lease(slot, conn))),
                 Err(mut refused) => match refused.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(refused.into_error().into()),
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(refused.into_error().into()),
                 },
             }
         }
-        let conn = self.connect(authority, host, port).await?;
-        match exchange(conn, request).await {
-            Ok((response, conn)) => Ok((response, self.lease(authority, conn))),
-            Err(refused) => Err(refused.into_error().into()),
+    }
+
+    fn lease(&self, slot: Arc<Slot>, conn: Conn) -> Lease {
+        Lease { conn, slot, max_idle: self.settings.max_idle_per_upstream, reusable: true }
+    }
+
+    fn slot(&self, authority: &str) -> Arc<Slot> {
+        let mut upstreams = lock(&self.upstreams);
+        if let Some(slot) = upstreams.get(authority) {
+            return Arc::clone(slot);
         }
+        Arc::clone(upstreams.entry(authority.into()).or_default())
     }
 
-    fn lease(self: &Arc<Self>, authority: &str, conn: Conn) -> Lease {
-        Lease { conn, key: authority.into(), pool: Arc::downgrade(self), reusable: true }
-    }
-
-    /// The most recently used idle connection that is still open and ready.
-    async fn checkout(&self, authority: &str) -> Option<Conn> {
+    /// The most recently used idle connection that is still open and ready. It is not
+    /// polled here: if the upstream closed it meanwhile, the request's first poll sees it.
+    fn checkout(&self, slot: &Slot) -> Option<Conn> {
         loop {
-            let idle = self.lock().get_mut(authority)?.pop()?;
-            if idle.since.elapsed() >= self.settings.idle_timeout {
-                continue;
+            let idle = lock(&slot.idle).pop()?;
+            if idle.since.elapsed() < self.settings.idle_timeout
+                && idle.conn.driver.is_some()
+                && idle.conn.sender.is_ready()
+            {
+                return Some(idle.conn);
             }
-            let mut conn = idle.conn;
-            // One poll: an upstream that closed the connection (or sent bytes nobody asked
-            // for) ends it here, instead of failing the request sent on it.
-            let alive = poll_fn(|cx| Poll::Ready(conn.drive(cx))).await;
-            if alive && conn.sender.is_ready() {
-                return Some(conn);
-            }
-        }
-    }
-
-    fn checkin(&self, key: Box<str>, conn: Conn) {
-        let mut idle = self.lock();
-        let list = idle.entry(key).or_default();
-        if list.len() < self.settings.max_idle_per_upstream {
-            list.push(Idle { conn, since: Instant::now() });
         }
     }
 
     fn sweep(&self) {
         let timeout = self.settings.idle_timeout;
-        let mut expired = Vec::new();
-        {
-            let mut idle = self.lock();
-            idle.retain(|_, list| {
-                let (old, fresh): (Vec<_>, Vec<_>) = list.drain(..).partition(|idle| idle.since.elapsed() >= timeout);
-                *list = fresh;
-                expired.extend(old);
-                !list.is_empty()
-            });
+        let slots: Vec<Arc<Slot>> = lock(&self.upstreams).values().cloned().collect();
+        for slot in slots {
+            let expired: Vec<Idle> = {
+                let mut idle = lock(&slot.idle);
+                let (old, fresh) = idle.drain(..).partition(|idle| idle.since.elapsed() >= timeout);
+                *idle = fresh;
+                old
+            };
+            // Closed outside the lock: each is a syscall.
+            drop(expired);
         }
-        // Closed outside the lock: each is a syscall.
-        drop(expired);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Vec<Idle>>> {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Slots of upstreams no request uses any more (gone with a reload) go too.
+        lock(&self.upstreams).retain(|_, slot| Arc::strong_count(slot) > 1 || !lock(&slot.idle).is_empty());
     }
 
     async fn connect(&self, authority: &str, host: &str, port: u16) -> Result<Conn, SendError> {
@@ -199,8 +215,12 @@ impl Http1Pool {
 
     #[cfg(test)]
     fn idle_count(&self, authority: &str) -> usize {
-        self.lock().get(authority).map_or(0, Vec::len)
+        lock(&self.upstreams).get(authority).map_or(0, |slot| lock(&slot.idle).len())
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes the request and reads the response head, driving the connection meanwhile.
@@ -259,14 +279,18 @@ impl Lease {
         if !(self.reusable && body_ended) {
             return;
         }
-        // One more turn of the state machine past the body's end, which is where hyper
-        // marks the connection ready; nobody needs waking, checkout polls it again.
-        let mut cx = Context::from_waker(Waker::noop());
-        if !self.conn.drive(&mut cx) || !self.conn.sender.is_ready() {
-            return;
+        // hyper marks the connection ready in the same poll that reads the body's end, as a
+        // rule; if not, one more turn of its state machine (nobody needs waking: the next
+        // request polls it again).
+        if !self.conn.sender.is_ready() {
+            let mut cx = Context::from_waker(Waker::noop());
+            if !self.conn.drive(&mut cx) || !self.conn.sender.is_ready() {
+                return;
+            }
         }
-        if let Some(pool) = self.pool.upgrade() {
-            pool.checkin(self.key, self.conn);
+        let mut idle = lock(&self.slot.idle);
+        if idle.len() < self.max_idle {
+            idle.push(Idle { conn: self.conn, since: Instant::now() });
         }
     }
 }

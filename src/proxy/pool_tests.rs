@@ -67,7 +67,7 @@ fn pool(idle_timeout: Duration) -> Arc<Http1Pool> {
 async fn get(pool: &Arc<Http1Pool>, addr: SocketAddr) -> String {
     let key = addr.to_string();
     let request = Request::builder().uri("/").header("host", &key).body(RequestBody::empty()).unwrap();
-    let (response, lease) = pool.send(&key, "127.0.0.1", addr.port(), request).await.unwrap();
+    let (response, lease) = pool.send(&key, "127.0.0.1", addr.port(), request, false).await.unwrap();
     let body = UpstreamBody::new(response.into_body(), Some(lease), None);
     String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
@@ -119,7 +119,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
     let pool = pool(Duration::from_secs(30));
     let key = addr.to_string();
     let request = Request::builder().uri("/").header("host", &key).body(RequestBody::empty()).unwrap();
-    let (response, lease) = pool.send(&key, "127.0.0.1", addr.port(), request).await.unwrap();
+    let (response, lease) = pool.send(&key, "127.0.0.1", addr.port(), request, false).await.unwrap();
     drop(UpstreamBody::new(response.into_body(), Some(lease), None));
     assert_eq!(pool.idle_count(&key), 0, "a connection in the middle of a message is never pooled");
     wait_for("the connection is closed", || counts.open.load(Ordering::SeqCst) == 0).await;

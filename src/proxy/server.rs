@@ -230,14 +230,17 @@ async fn serve_io<IO, H, F>(
 {
     let service = service_fn(|request| {
         let in_flight = activity.begin();
-        let response = (shared.handler)(request, peer);
-        // Boxed per request: hyper keeps a slot the size of this future for the whole
-        // connection, and the proxy's future is kilobytes that an idle connection need not hold.
-        Box::pin(async move {
+        // Boxed per request: hyper keeps a slot the size of the service's future for the
+        // whole connection, and the proxy's future is kilobytes that an idle connection need
+        // not hold. The box holds the handler's future itself and the wrapper only points to
+        // it: a wrapper that owned the future would hold it twice (captured, then awaited)
+        // and copy its kilobytes at the first poll.
+        let response = Box::pin((shared.handler)(request, peer));
+        async move {
             let response = response.await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
-        })
+        }
     });
     let idle = shared.settings.keepalive_idle;
     if h2 {

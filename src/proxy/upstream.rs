@@ -8,6 +8,8 @@
 //! with the ring provider (never two providers in one build) and the system roots or a
 //! configured CA; `h2c://` upstreams get prior-knowledge HTTP/2 over plain TCP.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -103,28 +105,61 @@ impl UpstreamClients {
         })
     }
 
-    /// Sends `request` (its URI from [`Upstream::uri`]) to `upstream`.
-    pub async fn send(&self, upstream: &Upstream, mut request: Request<RequestBody>) -> Result<Sent, UpstreamError> {
-        let legacy = match upstream.protocol {
-            Protocol::Http1 => {
-                request.headers_mut().insert(http::header::HOST, upstream.host.clone());
-                let authority = upstream.authority();
-                let (response, lease) =
-                    self.http1.send(authority.as_str(), authority.host(), upstream.port(), request).await?;
-                return Ok(Sent { response, via: Via::Pool(lease) });
+    /// Sends `request` (its URI from [`Upstream::uri`]) to `upstream`. With `retry_connect`
+    /// (an idempotent request without a body), a failed connect is tried once more on a
+    /// fresh connection.
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        mut request: Request<RequestBody>,
+        retry_connect: bool,
+    ) -> Result<Sent, UpstreamError> {
+        if upstream.protocol == Protocol::Http1 {
+            request.headers_mut().insert(http::header::HOST, upstream.host.clone());
+            let authority = upstream.authority();
+            let (response, lease) =
+                self.http1.send(authority.as_str(), authority.host(), upstream.port(), request, retry_connect).await?;
+            return Ok(Sent { response, via: Via::Pool(lease) });
+        }
+        self.send_legacy(upstream.protocol, request, retry_connect).await
+    }
+
+    /// h2c and https. Boxed: hyper-util's request futures are kilobytes, and unboxed they
+    /// would size every request's future, HTTP/1 ones included (each await moves it).
+    fn send_legacy(
+        &self,
+        protocol: Protocol,
+        request: Request<RequestBody>,
+        retry_connect: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Sent, UpstreamError>> + Send + '_>> {
+        Box::pin(async move {
+            // The legacy client consumes the request even when it cannot connect: keep what
+            // a second try needs (a bodiless request is its head).
+            let again = retry_connect.then(|| {
+                let mut again = Request::new(RequestBody::empty());
+                *again.method_mut() = request.method().clone();
+                *again.uri_mut() = request.uri().clone();
+                *again.headers_mut() = request.headers().clone();
+                again
+            });
+            match (self.legacy(protocol, request).await, again) {
+                (Err(error), Some(again)) if error.is_connect() => {
+                    tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
+                    Ok(self.legacy(protocol, again).await?)
+                }
+                (result, _) => Ok(result?),
             }
-            Protocol::H2c => {
-                *request.version_mut() = http::Version::HTTP_2;
-                &self.h2c
-            }
-            Protocol::Https => {
-                let captured = capture_connection(&mut request);
-                let response = self.https.request(request).await?;
-                return Ok(Sent { response, via: Via::Legacy(captured) });
-            }
-        };
+        })
+    }
+
+    async fn legacy(&self, protocol: Protocol, mut request: Request<RequestBody>) -> Result<Sent, ClientError> {
         let captured = capture_connection(&mut request);
-        let response = legacy.request(request).await?;
+        let response = if protocol == Protocol::H2c {
+            *request.version_mut() = http::Version::HTTP_2;
+            self.h2c.request(request).await?
+        } else {
+            self.https.request(request).await?
+        };
         Ok(Sent { response, via: Via::Legacy(captured) })
     }
 }
