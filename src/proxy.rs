@@ -8,6 +8,7 @@
 //! `X-Graygate-Version`, and records the request's metric.
 
 pub mod body;
+mod gated;
 pub mod headers;
 mod io;
 pub mod path;

@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::ProxyBody;
+use super::gated::Gated;
 use super::io::{Activity, ConnIo};
 use crate::config::ServerConfig;
 
@@ -267,30 +269,37 @@ async fn drive<C>(
     C::Error: std::fmt::Display,
 {
     tokio::pin!(connection);
-    let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = false;
-    loop {
+    // Shutdown or idleness asks the connection to close gracefully; abort drops it. Both are
+    // gated: polled on their own wake-ups, not on each of the connection's.
+    let mut close = Gated::new(async {
+        let mut check = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stopped(&mut stop), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = check.tick(), if !closing => {
-                if activity.idle_for() >= idle {
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-            _ = stopped(&mut aborted) => return,
+            _ = stopped(&mut stop) => {}
+            _ = async { loop { check.tick().await; if activity.idle_for() >= idle { break; } } } => {}
         }
-    }
+    });
+    let mut abort = Gated::new(stopped(&mut aborted));
+    let mut closing = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            return Poll::Ready(());
+        }
+        if abort.poll_gated(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if !closing && close.poll_gated(cx).is_ready() {
+            connection.as_mut().graceful_shutdown();
+            closing = true;
+            // The connection acts on it when polled next.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await;
 }
 
 /// Resolves once the flag turns true (the guard `wait_for` returns is not `Send`).
