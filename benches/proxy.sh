@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # graygate-only measurements for the performance targets that the side-by-side harness
-# (../shared/perf/run.sh) does not cover. Each pair is interleaved over ROUNDS rounds and
+# (benches/side_by_side.sh) does not cover. Each pair is interleaved over ROUNDS rounds and
 # compared by its median, in the same run:
 #   scale    proxy CPU µs/request with a 100,000-trigger routes file vs a 3-trigger one
 #   storm    wrk p99 at c=16: quiet vs a reload every 100 ms (the file alternates two splits)

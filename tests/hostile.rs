@@ -3,8 +3,8 @@
 //! Every test runs a gateway on 127.0.0.1:0 in front of a *recording* origin that keeps
 //! each request head and body it receives (and whether the body arrived complete), so the
 //! assertions are about what reached the origin, not only about what the client was told.
-//! The numbers in the comments are the hostile-input battery in
-//! `../shared/docs/reliability.md`.
+//! The numbers in the comments are those of the hostile-input battery this file was
+//! written against (request smuggling, oversized and malformed heads, floods).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
