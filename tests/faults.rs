@@ -777,6 +777,20 @@ async fn an_upstream_that_never_accepts_is_a_504_at_the_function_timeout() {
 // === 6. the keep-alive race ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_upstream_connection() {
+    let record = Record::default();
+    let upstream = origin(&record, None, |n, _| Act::Answer(ok(&format!("r{n}")))).await;
+    let gw = Gateway::start(&routes(&[("ka", &http(upstream))], None)).await;
+    let client = client(false);
+    for round in 0..50 {
+        let reply = send(&client, &gw, Method::GET, "/ka-latest", b"").await;
+        assert_eq!(reply.status, StatusCode::OK, "GET {round}: {}", reply.text());
+    }
+    assert_eq!(record.count(), 50);
+    assert_eq!(record.connections(), 1, "each request after the first went out on the pooled connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_keepalive_shorter_than_the_pool_loses_no_get_and_duplicates_no_post() {
     let record = Record::default();
     let upstream = origin(&record, Some(Duration::from_millis(300)), |n, _| Act::Answer(ok(&format!("r{n}")))).await;

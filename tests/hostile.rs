@@ -829,7 +829,11 @@ async fn a_body_over_the_limit_is_413_and_never_complete_upstream() {
     let body = "x".repeat(2048);
     let request = format!("POST /hello-prod HTTP/1.1\r\nHost: gw\r\nContent-Length: 2048\r\n\r\n{body}");
     let (_, reply) = exchange(s.addr(), request.as_bytes()).await;
-    reply.expect("an answer").assert_error(413, "APIG.0201", "Content-Length 2048");
+    let reply = reply.expect("an answer");
+    reply.assert_error(413, "APIG.0201", "Content-Length 2048");
+    // Refused after routing: the answer names the version, as every routed answer does.
+    assert!(reply.header("x-graygate-version").is_some(), "{}", reply.head);
+    assert!(reply.header("x-request-id").is_some(), "{}", reply.head);
     s.origin.assert_nothing("a declared oversized body").await;
 
     // At the limit: fine, both ways (the limit is not off by one).
