@@ -235,7 +235,22 @@ pub(crate) fn new_uuid() -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-/// ESA deployment ids: milliseconds since the epoch, which orders them.
+/// ESA deployment ids: numbers that order deployments and never repeat. Microseconds
+/// since the epoch, times 1,000, plus a random part (two replicas of a fleet deploying in
+/// the same microsecond still get different ids), and never below the last id this process
+/// gave (a clock stepping back or two deployments in one microsecond still count up). The
+/// ids of earlier builds, milliseconds since the epoch, are all smaller.
 pub(crate) fn new_deployment_id() -> String {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let micros = u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000).unwrap_or(0);
+    let candidate = micros.saturating_mul(1_000).saturating_add(fastrand::u64(..1_000));
+    let previous = LAST.fetch_max(candidate, Ordering::AcqRel);
+    let id = if candidate > previous {
+        candidate
+    } else {
+        // Another id at or above ours was given meanwhile: take the next after the highest.
+        LAST.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+    };
+    id.to_string()
 }

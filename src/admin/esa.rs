@@ -61,7 +61,12 @@ pub async fn handle(store: &RoutesStore, request: &AdminRequest) -> Reply {
         "CreateRoutineCodeDeployment" => create_deployment(store, &params).await,
         "GetRoutine" => get_routine(store, &params),
         "ListRoutineCodeVersions" => list_code_versions(store, &params),
-        other => Err(invalid(format!("unsupported action \"{other}\""))),
+        // Alibaba's answer to an action the API does not have (the SDK raises it as such).
+        other => Err(EsaError {
+            status: StatusCode::NOT_FOUND,
+            code: "InvalidAction.NotFound",
+            message: format!("Specified api \"{other}\" is not found."),
+        }),
     };
     match result {
         Ok(mut body) => {

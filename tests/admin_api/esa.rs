@@ -93,3 +93,32 @@ async fn esa_deployments_set_the_env_alias_and_serve_on_the_default_trigger() {
     assert_eq!(names(&found["CodeVersions"], "CodeVersion"), [NEW]);
     assert_disk_matches_memory(&gw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_action_is_alibabas_404_invalid_action_not_found() {
+    let (gw, _up) = start(ROUTINE, ROUTINE_BACKENDS).await;
+    let api = Api::of(&gw);
+    let message = esa_error(
+        &api.esa("DeleteEverything", &[("Name", "edge")]).await,
+        StatusCode::NOT_FOUND,
+        "InvalidAction.NotFound",
+    );
+    assert!(message.contains("DeleteEverything"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_ids_never_repeat_and_count_up_however_fast_deployments_come() {
+    let (gw, _up) = start(ROUTINE, ROUTINE_BACKENDS).await;
+    let api = Api::of(&gw);
+    let mut ids = Vec::new();
+    for round in 0..20 {
+        let shares = if round % 2 == 0 { [(OLD, 90), (NEW, 10)] } else { [(OLD, 80), (NEW, 20)] };
+        let versions = code_versions(&shares);
+        let params =
+            [("CodeVersions", versions.as_str()), ("Env", "production"), ("Name", "edge"), ("Strategy", "percentage")];
+        let deployed = expect(&api.esa("CreateRoutineCodeDeployment", &params).await, StatusCode::OK);
+        let id: u64 = deployed["DeploymentId"].as_str().expect("DeploymentId").parse().expect("a number");
+        ids.push(id);
+    }
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "strictly increasing: {ids:?}");
+}

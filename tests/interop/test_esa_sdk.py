@@ -3,7 +3,8 @@ import pytest
 from alibabacloud_esa20240910 import models
 from alibabacloud_esa20240910.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
-from alibabacloud_tea_openapi.utils_models import Config
+from alibabacloud_tea_openapi.utils_models import Config, OpenApiRequest, Params
+from darabonba.runtime import RuntimeOptions
 
 from conftest import ALIBABA_AK, ALIBABA_SK
 from test_functiongraph_sdk import point_latest_at, publish
@@ -86,3 +87,18 @@ def test_a_wrong_secret_is_refused(gateway):
     with pytest.raises(ClientException) as refused:
         client(gateway, secret="wrong").get_routine(models.GetRoutineRequest(name="hello"))
     assert refused.value.status_code == 401
+
+
+def test_an_action_graygate_does_not_have_is_alibabas_invalid_action_not_found(gateway):
+    """The SDK's generic call, signed as its own operations are, for an action that does not exist."""
+    params = Params(action="DeleteEverything", version="2024-09-10", protocol="HTTP", pathname="/", method="POST",
+                    auth_type="AK", style="RPC", req_body_type="formData", body_type="json")
+    with pytest.raises(ClientException) as refused:
+        client(gateway).call_api(params, OpenApiRequest(body={"Name": "hello"}), RuntimeOptions())
+    assert (refused.value.status_code, refused.value.code) == (404, "InvalidAction.NotFound")
+    assert refused.value.request_id
+
+
+def test_deployment_ids_count_up_and_never_repeat(gateway):
+    ids = [int(deploy(gateway, env="staging", versions=(("v1", 100),)).body.deployment_id) for _ in range(10)]
+    assert ids == sorted(set(ids)), ids
