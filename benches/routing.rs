@@ -31,6 +31,7 @@ fn table(triggers: usize) -> RoutingTable {
             name: format!("fn{i}"),
             package: "default".into(),
             upstream: "http://127.0.0.1:9000".into(),
+            description: None,
             timeout_ms: None,
             versions: ["v1", "v2"]
                 .iter()
@@ -71,6 +72,7 @@ fn table(triggers: usize) -> RoutingTable {
                 req_method: None,
                 trigger_id: None,
                 created_time: None,
+                trigger_status: Default::default(),
             }],
         })
         .collect();

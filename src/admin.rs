@@ -22,7 +22,7 @@ use time::macros::format_description;
 
 use crate::config::AdminSettings;
 use crate::metrics::Metrics;
-use crate::proxy::ProxyBody;
+use crate::proxy::{Gateway, ProxyBody};
 use crate::store::RoutesStore;
 use auth::{Credentials, SignedRequest};
 
@@ -30,6 +30,10 @@ pub type Reply = Response<ProxyBody>;
 
 pub struct Admin {
     routes: Arc<RoutesStore>,
+    /// The data plane, for `invoke_function`.
+    gateway: Arc<Gateway>,
+    /// The data plane's public URL, the base of triggers' `invoke_url`.
+    public_url: String,
     metrics: Metrics,
     credentials: Credentials,
     max_body_bytes: usize,
@@ -58,9 +62,17 @@ enum Family {
 // === impl Admin ===
 
 impl Admin {
-    pub fn new(routes: Arc<RoutesStore>, metrics: Metrics, settings: &AdminSettings) -> Self {
+    pub fn new(
+        routes: Arc<RoutesStore>,
+        metrics: Metrics,
+        settings: &AdminSettings,
+        gateway: Arc<Gateway>,
+        public_url: String,
+    ) -> Self {
         Admin {
             routes,
+            gateway,
+            public_url,
             metrics,
             credentials: Credentials::new(settings.tokens.clone(), settings.keys.clone(), settings.max_clock_skew),
             max_body_bytes: settings.max_body_bytes,
@@ -158,7 +170,14 @@ impl Admin {
             }
         }
         match family {
-            Family::FunctionGraph => functiongraph::handle(&self.routes, &admin_request).await,
+            Family::FunctionGraph => {
+                let context = functiongraph::Context {
+                    store: &self.routes,
+                    public_url: &self.public_url,
+                    gateway: &self.gateway,
+                };
+                functiongraph::handle(&context, &admin_request).await
+            }
             Family::Esa => esa::handle(&self.routes, &admin_request).await,
             Family::Graygate => own::handle(&self.routes, &admin_request),
         }

@@ -64,6 +64,8 @@ impl App {
         let (shutdown, stop) = watch::channel(false);
         let settings = ConnSettings::from_config(&config);
 
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(scheme, data_addr));
         let gateway = Arc::new(Gateway::new(
             Arc::clone(&routes),
             UpstreamClients::build(&config)?,
@@ -74,7 +76,7 @@ impl App {
                 max_headers: config.limits.max_headers,
                 max_header_bytes: config.limits.max_header_bytes,
             },
-            if config.tls.is_some() { "https" } else { "http" },
+            scheme,
         ));
         let certificates = config.tls.clone().map(Certificates::load).transpose()?;
         let tls = certificates.as_ref().map(|c| c.server_config()).transpose()?;
@@ -82,11 +84,15 @@ impl App {
             data,
             settings.clone(),
             tls,
-            move |request, peer| Arc::clone(&gateway).handle(request, peer),
+            {
+                let gateway = Arc::clone(&gateway);
+                move |request, peer| Arc::clone(&gateway).handle(request, peer)
+            },
             server::AcceptErrors::new("data", metrics.accept_errors("data")),
             stop.clone(),
         ));
-        let admin_state = Arc::new(Admin::new(Arc::clone(&routes), metrics.clone(), &config.admin));
+        let admin_state =
+            Arc::new(Admin::new(Arc::clone(&routes), metrics.clone(), &config.admin, gateway, public_url));
         if !admin_state.has_credentials() {
             tracing::warn!("no admin tokens or keys are configured: every management API call will be refused");
         }
@@ -161,6 +167,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     socket.set_reuseaddr(true).map_err(error)?;
     socket.bind(addr).map_err(error)?;
     socket.listen(LISTEN_BACKLOG).map_err(error)
+}
+
+/// The listen address as a URL; an unspecified address (all interfaces) becomes loopback,
+/// which at least works from the gateway's own host.
+fn default_public_url(scheme: &str, addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        ip if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {

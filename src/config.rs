@@ -51,6 +51,10 @@ struct ServerFile {
     /// A CA bundle (PEM) trusted for `https://` upstreams instead of the system roots.
     #[serde(default)]
     upstream_ca: Option<PathBuf>,
+    /// The data plane's URL as clients reach it (`https://api.example.com`): the base of
+    /// triggers' `invoke_url`. Default: the listen address.
+    #[serde(default)]
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +135,8 @@ pub struct ServerConfig {
     pub upstream: UpstreamPolicy,
     pub tls: Option<TlsPaths>,
     pub upstream_ca: Option<PathBuf>,
+    /// The base of triggers' `invoke_url`; `None`: the bound listen address.
+    pub public_url: Option<String>,
 }
 
 /// Where the routing state lives: one source per gateway.
@@ -312,6 +318,13 @@ impl ServerConfig {
             },
             tls: raw.tls.as_ref().map(|tls| TlsPaths { cert: relative(&tls.cert), key: relative(&tls.key) }),
             upstream_ca: raw.upstream_ca.as_ref().map(relative),
+            public_url: match raw.public_url {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                Some(_) => return Err(invalid("public_url", "must be an http:// or https:// URL")),
+                None => None,
+            },
         })
     }
 
@@ -333,6 +346,7 @@ impl ServerConfig {
             outlier: OutlierFile::default(),
             tls: None,
             upstream_ca: None,
+            public_url: None,
         };
         Self::from_raw(raw, "defaults", Path::new("."))
     }

@@ -8,6 +8,7 @@ use http::{HeaderMap, Method};
 use crate::admin::AdminRequest;
 use crate::admin::esa;
 use crate::admin::functiongraph::{self, model};
+use crate::routes::edit::{self, Split};
 use crate::routes::{AliasSpec, FunctionSpec};
 
 fn request(query: Option<&str>, body: &[u8]) -> AdminRequest {
@@ -43,7 +44,19 @@ pub fn decode_fg_trigger(body: &[u8]) -> Result<(), String> {
 /// …/aliases` do.
 pub fn apply_fg_alias(function: &FunctionSpec, alias: &mut AliasSpec, body: &[u8]) -> Result<(), String> {
     let decoded: model::AliasBody = functiongraph::body(&request(None, body)).map_err(|e| e.message)?;
-    functiongraph::fill_alias(function, alias, decoded, "2024-05-01 02:03:04".to_owned()).map_err(|e| e.message)
+    let split = Split {
+        version: decoded.version.ok_or("version is required")?,
+        weights: decoded.additional_version_weights.unwrap_or_default(),
+        strategy: decoded.additional_version_strategy.unwrap_or_default(),
+    };
+    edit::check_split(function, &split).map_err(|e| e.to_string())?;
+    alias.version = split.version;
+    alias.additional_version_weights = split.weights;
+    alias.additional_version_strategy = split.strategy;
+    if decoded.description.is_some() {
+        alias.description = decoded.description;
+    }
+    Ok(())
 }
 
 /// Reads ESA parameters from a query and a form body, then `CodeVersions` against

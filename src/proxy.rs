@@ -10,6 +10,7 @@
 pub mod body;
 mod gated;
 pub mod headers;
+pub mod invoke;
 mod io;
 pub mod path;
 mod pool;

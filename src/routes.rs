@@ -8,6 +8,7 @@
 //! Errors from either stage carry the file name, the line and the field path, and all
 //! validation problems are reported at once.
 
+pub mod edit;
 pub mod file;
 pub mod limits;
 mod locate;
@@ -16,7 +17,9 @@ pub mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use file::{AliasSpec, FunctionSpec, RoutesFile, RuleSpec, StickySpec, TriggerSpec, VersionSpec, VersionStrategy};
+pub use file::{
+    AliasSpec, FunctionSpec, RoutesFile, RuleSpec, StickySpec, TriggerSpec, TriggerStatus, VersionSpec, VersionStrategy,
+};
 pub use limits::ReadLimits;
 use locate::LineIndex;
 pub use validate::Issue;

@@ -106,6 +106,9 @@ pub struct Trigger {
     pub target: Box<str>,
     function: u32,
     method: Option<Method>,
+    /// A disabled trigger keeps its path (no other trigger can take it, no shorter prefix
+    /// serves it) and routes nothing: its requests are answered as unrouted.
+    disabled: bool,
     alias: Option<u16>,
     /// One route per version the trigger can reach (per alias slot).
     routes: Box<[Route]>,
@@ -172,6 +175,9 @@ impl RoutingTable {
             let key = if candidate.is_empty() { "/" } else { candidate };
             if let Some(index) = self.trigger_index.get(key) {
                 let trigger = &self.triggers[*index as usize];
+                if trigger.disabled {
+                    return None;
+                }
                 // The root trigger reached through the empty prefix: `/` itself leaves nothing,
                 // as it does when matched directly.
                 let rest = if path == "/" { "" } else { &path[candidate.len()..] };
@@ -211,6 +217,23 @@ impl RoutingTable {
         }
         let route = &trigger.routes[usize::from(slot)];
         Ok(Resolved { function, trigger, version: version_at(slot), route, remainder, fallback_from })
+    }
+
+    /// The version that serves a direct call of `target` (a version, `latest` or an alias)
+    /// of function `name`: an alias chooses as it does for a trigger's requests (rules,
+    /// sticky key, rotation, and an ejected additional version's share falls back).
+    pub fn resolve_target(&self, name: &str, target: &str, headers: &HeaderMap) -> Option<(&Function, &Version)> {
+        let function = self.function(name)?;
+        if let Some(alias) = function.alias_named(target) {
+            let version_at = |slot: Slot| function.versions.get(usize::from(*alias.versions.get(usize::from(slot))?));
+            let chosen = version_at(alias.choose(headers))?;
+            let own = version_at(0)?;
+            let ejected = |v: &Version| v.upstream.health.is_ejected();
+            let version = if ejected(chosen) && !ejected(own) { own } else { chosen };
+            return Some((function, version));
+        }
+        let version = function.versions.iter().find(|v| &*v.name == target)?;
+        Some((function, version))
     }
 
     /// Every upstream of the table, once per version (for carrying health across tables).

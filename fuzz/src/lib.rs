@@ -538,6 +538,7 @@ fn function_spec(versions: &[&str]) -> FunctionSpec {
         name: "hello".to_owned(),
         package: "default".to_owned(),
         upstream: "http://127.0.0.1:1".to_owned(),
+        description: None,
         timeout_ms: None,
         versions: versions
             .iter()
@@ -575,5 +576,6 @@ fn trigger_spec(target: &str, path: &str) -> TriggerSpec {
         req_method: None,
         trigger_id: None,
         created_time: None,
+        trigger_status: Default::default(),
     }
 }

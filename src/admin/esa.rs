@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AdminRequest, Reply, json_reply, now_text};
-use crate::routes::validate::MAX_ALIASES_PER_FUNCTION;
-use crate::routes::{AliasSpec, FunctionSpec, RoutesFile, TriggerSpec};
+use crate::routes::edit::{self, EditError, Split};
+use crate::routes::{FunctionSpec, RoutesFile};
 use crate::store::{ApplyError, RoutesStore};
 
 const ENVS: [&str; 2] = ["staging", "production"];
@@ -36,6 +36,21 @@ fn routine_not_exist(name: &str) -> EsaError {
         status: StatusCode::BAD_REQUEST,
         code: "RoutineNotExist",
         message: format!("The routine name does not exist: \"{name}\". Check the routine name and try again."),
+    }
+}
+
+/// ESA's codes for the edit layer's refusals (its API page: every business error is a 400).
+impl From<EditError> for EsaError {
+    fn from(e: EditError) -> Self {
+        use EditError as E;
+        let code = match &e {
+            E::FunctionNotFound(name) => return routine_not_exist(name),
+            E::VersionNotFound(_) => "ParameterNotExist",
+            E::VersionInUse { .. } | E::AliasInUse { .. } | E::FunctionInUse { .. } => "DependedByOthers",
+            E::FunctionExists(_) => "RoutineNameAlreadyExist",
+            _ => "InvalidParameter",
+        };
+        EsaError { status: StatusCode::BAD_REQUEST, code, message: e.to_string() }
     }
 }
 
@@ -157,53 +172,12 @@ async fn create_deployment(store: &RoutesStore, params: &HashMap<String, String>
     let (id, split) = (deployment_id.clone(), versions.clone());
     let applied = store
         .apply(move |spec| {
-            let function =
-                spec.functions.iter_mut().find(|f| f.name == name).ok_or_else(|| routine_not_exist(&name))?;
-            // Versions could have changed since the check above: check again under the lock.
-            let split = code_versions_still_exist(function, split.clone())?;
-            let fname = function.name.clone();
-            let index = match function.aliases.iter().position(|a| a.name == env) {
-                Some(index) => index,
-                None if function.aliases.len() >= MAX_ALIASES_PER_FUNCTION => {
-                    return Err(invalid(format!("a routine has at most {MAX_ALIASES_PER_FUNCTION} aliases")));
-                }
-                None => {
-                    function.aliases.push(empty_alias(&env));
-                    function.aliases.len() - 1
-                }
-            };
-            let alias = &mut function.aliases[index];
-            alias.version = split[0].0.clone();
-            alias.additional_version_weights = split[1..].iter().cloned().collect();
-            alias.additional_version_strategy = IndexMap::new();
-            alias.last_modified = Some(now.clone());
-            alias.deployment_id = Some(id.clone());
-            let trigger = TriggerSpec {
-                name: None,
-                path: None,
-                target: env.clone(),
-                req_method: None,
-                trigger_id: None,
-                created_time: alias.last_modified.clone(),
-            };
-            let path = trigger.effective_path(&fname);
-            let owner = spec.functions.iter().find_map(|f| {
-                f.triggers
-                    .iter()
-                    .find(|t| t.effective_path(&f.name) == path)
-                    .map(|t| (f.name.clone(), t.target.clone()))
-            });
-            match owner {
-                Some((f, target)) if f == fname && target == env => {}
-                Some((f, target)) => {
-                    return Err(invalid(format!("path {path} is already used by {f} target {target}")));
-                }
-                None => {
-                    if let Some(function) = spec.functions.iter_mut().find(|f| f.name == fname) {
-                        function.triggers.push(trigger);
-                    }
-                }
-            }
+            let function = edit::function_mut(spec, None, &name)?;
+            let mut split = split.clone().into_iter();
+            let (own, _) = split.next().ok_or_else(|| invalid("CodeVersions is empty"))?;
+            let split = Split { version: own, weights: split.collect(), strategy: IndexMap::new() };
+            edit::deploy_percentages(function, &env, split, id.clone(), now.clone())?;
+            edit::ensure_default_trigger(spec, &name, &env, now.clone())?;
             Ok(())
         })
         .await;
@@ -243,33 +217,6 @@ async fn create_deployment(store: &RoutesStore, params: &HashMap<String, String>
         "DeploymentId": deployment_id,
         "CodeVersions": versions.iter().map(|(v, p)| json!({ "CodeVersion": v, "Percentage": p })).collect::<Vec<_>>(),
     }))
-}
-
-fn code_versions_still_exist(
-    function: &FunctionSpec,
-    split: Vec<(String, i64)>,
-) -> Result<Vec<(String, i64)>, EsaError> {
-    match split.iter().find(|(v, _)| !function.versions.iter().any(|x| x.version == *v)) {
-        Some((missing, _)) => Err(EsaError {
-            status: StatusCode::BAD_REQUEST,
-            code: "ParameterNotExist",
-            message: format!("The specified parameter does not exist: CodeVersion \"{missing}\""),
-        }),
-        None => Ok(split),
-    }
-}
-
-fn empty_alias(name: &str) -> AliasSpec {
-    AliasSpec {
-        name: name.to_owned(),
-        version: String::new(),
-        description: None,
-        additional_version_weights: IndexMap::new(),
-        additional_version_strategy: IndexMap::new(),
-        sticky: None,
-        last_modified: None,
-        deployment_id: None,
-    }
 }
 
 fn get_routine(store: &RoutesStore, params: &HashMap<String, String>) -> Result<Value, EsaError> {

@@ -1,24 +1,31 @@
-//! FunctionGraph's versions, aliases and APIG triggers API (`/v2/{project_id}/fgs/…`).
+//! FunctionGraph's functions, versions, aliases and APIG triggers API
+//! (`/v2/{project_id}/fgs/…`): the routing of a request to its resource's handler, and the
+//! one place where errors (a bad request, an edit refused, the store unavailable) become
+//! FunctionGraph's `{"error_code", "error_msg"}`.
 //!
 //! Paths are matched exactly as the official SDKs send them: the function URN is one
 //! percent-encoded segment, qualified (`:v1`, `:latest`, `:!alias`) or not. Reads come from
-//! the table in force; every change goes through [`RoutesStore::apply`], so it is on disk
-//! before it is acknowledged and live when the response is sent.
+//! the table in force; every change is an edit of [`crate::routes::edit`] run through
+//! [`RoutesStore::apply`], so it is committed before it is acknowledged and live when the
+//! response is sent.
 
+mod aliases;
+mod functions;
 pub(crate) mod model;
 mod precondition;
+mod triggers;
+mod versions;
+mod view;
 
 use http::{Method, StatusCode};
-use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
-use super::{AdminRequest, Reply, fg_error, json_reply, now_text};
-use crate::routes::validate::{MAX_ALIASES_PER_FUNCTION, check_name, check_trigger_path, check_version_name};
-use crate::routes::{AliasSpec, FunctionSpec, RoutesFile, TriggerSpec, VersionSpec};
+use super::{AdminRequest, Reply, fg_error};
+use crate::proxy::Gateway;
+use crate::routes::edit::EditError;
+use crate::routes::{FunctionSpec, RoutesFile};
 use crate::store::{ApplyError, RoutesStore};
-use model::{AliasBody, ApigEventData, CreateTrigger, PublishVersion, UpdateCode};
-use precondition::{IfMatch, etag, tag, versions_etag};
+use precondition::IfMatch;
 
 /// A FunctionGraph error: `{"error_code", "error_msg"}` with its HTTP status.
 #[derive(Debug)]
@@ -40,6 +47,10 @@ fn function_not_found() -> FgError {
     error(StatusCode::NOT_FOUND, "FSS.1051", "Not found the function")
 }
 
+fn no_such_api() -> FgError {
+    error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")
+}
+
 /// What the URN's qualifier names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Qualifier {
@@ -50,62 +61,90 @@ enum Qualifier {
 }
 
 /// A function URN from the path, checked against the routes' project.
+#[derive(Debug, Clone)]
 struct Urn {
     package: String,
     function: String,
     qualifier: Qualifier,
 }
 
-pub async fn handle(store: &RoutesStore, request: &AdminRequest) -> Reply {
-    match dispatch(store, request).await {
+/// What a handler needs besides the request: the store, and the data plane's public URL
+/// and the gateway itself, for triggers' `invoke_url` and for `invoke_function`.
+pub struct Context<'a> {
+    pub store: &'a RoutesStore,
+    pub public_url: &'a str,
+    pub gateway: &'a Gateway,
+}
+
+pub async fn handle(context: &Context<'_>, request: &AdminRequest) -> Reply {
+    match dispatch(context, request).await {
         Ok(reply) => reply,
         Err(e) => fg_error(e.status, e.code, &e.message, &request.request_id),
     }
 }
 
-async fn dispatch(store: &RoutesStore, request: &AdminRequest) -> Result<Reply, FgError> {
+async fn dispatch(context: &Context<'_>, request: &AdminRequest) -> Result<Reply, FgError> {
+    let store = context.store;
     let segments = decode_segments(&request.path)?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let routes = store.current();
     let spec = routes.source().spec();
     let (project, rest) = match segments.as_slice() {
         ["", "v2", project, "fgs", rest @ ..] => (*project, rest),
-        _ => return Err(error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")),
+        _ => return Err(no_such_api()),
     };
     if project != spec.project_id {
         return Err(function_not_found());
     }
     let method = &request.method;
     let precondition = IfMatch::from_headers(&request.headers);
+    let query = request.query.as_deref();
     match rest {
+        ["functions"] => match *method {
+            Method::GET => functions::list(spec, query),
+            Method::POST => functions::create(store, body(request)?).await,
+            _ => Err(not_allowed(method)),
+        },
         ["functions", urn, tail @ ..] => {
             let urn = parse_urn(urn, spec)?;
             match (tail, method) {
-                ([], &Method::DELETE) => delete_version(store, urn, precondition).await,
-                (["versions"], &Method::GET) => list_versions(spec, &urn, request.query.as_deref()),
-                (["versions"], &Method::POST) => publish_version(store, urn, body(request)?).await,
-                (["code"], &Method::PUT) => update_code(store, urn, body(request)?, precondition).await,
-                (["aliases"], &Method::GET) => list_aliases(spec, &urn),
-                (["aliases"], &Method::POST) => create_alias(store, urn, body(request)?).await,
-                (["aliases", name], &Method::GET) => show_alias(spec, &urn, name),
-                (["aliases", name], &Method::PUT) => update_alias(store, urn, name, body(request)?, precondition).await,
-                (["aliases", name], &Method::DELETE) => delete_alias(store, urn, name, precondition).await,
-                (["versions" | "code" | "aliases", ..], _) => Err(not_allowed(method)),
-                _ => Err(error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")),
+                ([], &Method::DELETE) if urn.qualifier == Qualifier::None => functions::delete(store, urn).await,
+                ([], &Method::DELETE) => versions::delete(store, urn, precondition).await,
+                (["config"], &Method::GET) => functions::show_config(spec, &urn),
+                (["config"], &Method::PUT) => functions::update_config(store, urn, body(request)?).await,
+                (["code"], &Method::GET) => functions::show_code(spec, &urn),
+                (["code"], &Method::PUT) => functions::update_code(store, urn, body(request)?, precondition).await,
+                (["invocations"], &Method::POST) => functions::invoke(context, &urn, request).await,
+                (["versions"], &Method::GET) => versions::list(spec, &urn, query),
+                (["versions"], &Method::POST) => versions::publish(store, urn, body(request)?).await,
+                (["aliases"], &Method::GET) => aliases::list(spec, &urn),
+                (["aliases"], &Method::POST) => aliases::create(store, urn, body(request)?).await,
+                (["aliases", name], &Method::GET) => aliases::show(spec, &urn, name),
+                (["aliases", name], &Method::PUT) => {
+                    aliases::update(store, urn, name, body(request)?, precondition).await
+                }
+                (["aliases", name], &Method::DELETE) => aliases::delete(store, urn, name, precondition).await,
+                ([] | ["config" | "code" | "invocations" | "versions" | "aliases", ..], _) => Err(not_allowed(method)),
+                _ => Err(no_such_api()),
             }
         }
         ["triggers", urn, tail @ ..] => {
             let urn = parse_urn(urn, spec)?;
+            let base = context.public_url;
             match (tail, method) {
-                ([], &Method::GET) => list_triggers(spec, &urn),
-                ([], &Method::POST) => create_trigger(store, urn, body(request)?).await,
-                (["APIG", id], &Method::GET) => show_trigger(spec, &urn, id),
-                (["APIG", id], &Method::DELETE) => delete_trigger(store, urn, id, precondition).await,
-                ([] | ["APIG", _], _) => Err(not_allowed(method)),
-                _ => Err(error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")),
+                ([], &Method::GET) => triggers::list(spec, &urn, base),
+                ([], &Method::POST) => triggers::create(store, urn, body(request)?, base).await,
+                ([], &Method::DELETE) => triggers::delete_all(store, urn).await,
+                ([kind, id], &Method::GET) => triggers::show(spec, &urn, kind, id, base),
+                ([kind, id], &Method::PUT) => {
+                    triggers::update(store, urn, kind, id, body(request)?, precondition, base).await
+                }
+                ([kind, id], &Method::DELETE) => triggers::delete(store, urn, kind, id, precondition).await,
+                ([] | [_, _], _) => Err(not_allowed(method)),
+                _ => Err(no_such_api()),
             }
         }
-        _ => Err(error(StatusCode::NOT_FOUND, "FSS.0404", "No such API")),
+        _ => Err(no_such_api()),
     }
 }
 
@@ -127,6 +166,8 @@ fn decode_segments(raw_path: &str) -> Result<Vec<String>, FgError> {
         .collect()
 }
 
+/// A URN as FunctionGraph writes it; the function's name alone is accepted too (the
+/// SDKs' `function_urn` parameters are documented as either).
 fn parse_urn(text: &str, spec: &RoutesFile) -> Result<Urn, FgError> {
     let parts: Vec<&str> = text.split(':').collect();
     let (project, package, function, qualifier) = match parts.as_slice() {
@@ -157,14 +198,22 @@ fn parse_urn(text: &str, spec: &RoutesFile) -> Result<Urn, FgError> {
 
 /// The function a URN names, in `spec` (FSS.1051 when it does not exist).
 fn find<'s>(spec: &'s RoutesFile, urn: &Urn) -> Result<&'s FunctionSpec, FgError> {
-    spec.functions.iter().find(|f| f.name == urn.function && f.package == urn.package).ok_or_else(function_not_found)
+    Ok(crate::routes::edit::function(spec, Some(&urn.package), &urn.function)?)
 }
 
 fn find_mut<'s>(spec: &'s mut RoutesFile, urn: &Urn) -> Result<&'s mut FunctionSpec, FgError> {
-    spec.functions
-        .iter_mut()
-        .find(|f| f.name == urn.function && f.package == urn.package)
-        .ok_or_else(function_not_found)
+    Ok(crate::routes::edit::function_mut(spec, Some(&urn.package), &urn.function)?)
+}
+
+/// The target (version, `latest` or alias) a URN's qualifier names; unqualified means latest.
+fn target_of(function: &FunctionSpec, qualifier: &Qualifier) -> Result<String, FgError> {
+    use crate::routes::edit;
+    match qualifier {
+        Qualifier::None | Qualifier::Latest => Ok("latest".into()),
+        Qualifier::Version(v) if edit::has_version(function, v) => Ok(v.clone()),
+        Qualifier::Version(v) => Err(EditError::VersionNotFound(v.clone()).into()),
+        Qualifier::Alias(a) => Ok(edit::alias(function, a)?.name.clone()),
+    }
 }
 
 /// Decodes a JSON body; errors name the field (`additional_version_weights.v2: …`).
@@ -209,397 +258,49 @@ where
     })
 }
 
-// === versions ===
-
-fn list_versions(spec: &RoutesFile, urn: &Urn, query: Option<&str>) -> Result<Reply, FgError> {
-    let function = find(spec, urn)?;
-    let all: Vec<Value> = std::iter::once(model::version_view(spec, function, None))
-        .chain(function.versions.iter().map(|v| model::version_view(spec, function, Some(v))))
-        .collect();
-    let mut marker = 0usize;
-    let mut max_items = 400usize;
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let number =
-            || value.parse::<usize>().map_err(|_| bad("FSS.0400", format!("{key} must be a non-negative integer")));
-        match key.as_ref() {
-            "marker" => marker = number()?,
-            "maxitems" => max_items = number()?.clamp(1, 400),
-            _ => {}
-        }
-    }
-    let page: Vec<&Value> = all.iter().skip(marker).take(max_items).collect();
-    let next = (marker + page.len()).min(all.len());
-    let reply = json_reply(StatusCode::OK, &json!({ "versions": page, "next_marker": next, "count": all.len() }));
-    Ok(tag(reply, &versions_etag(function)))
-}
-
-async fn publish_version(store: &RoutesStore, urn: Urn, request: PublishVersion) -> Result<Reply, FgError> {
-    let now = now_text();
-    let default_name = super::now_compact();
-    let view = change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        if function.versions.last().is_some_and(|v| v.upstream == function.upstream) {
-            return Err(bad("FSS.1016", "latest has not changed since the last version was published"));
-        }
-        let name = request.version.clone().unwrap_or_else(|| default_name.clone());
-        check_version_name(&name).map_err(|why| bad("FSS.1015", why))?;
-        if function.versions.iter().any(|v| v.version == name) || function.aliases.iter().any(|a| a.name == name) {
-            return Err(error(StatusCode::CONFLICT, "FSS.1062", format!("version \"{name}\" already exists")));
-        }
-        function.versions.push(VersionSpec {
-            version: name.clone(),
-            upstream: function.upstream.clone(),
-            description: request.description.clone(),
-            last_modified: Some(now.clone()),
-        });
-        // The answer describes this change, whatever other changes follow it.
-        let function = find(spec, &urn)?;
-        Ok(model::version_view(spec, function, function.versions.last()))
-    })
-    .await?;
-    Ok(json_reply(StatusCode::OK, &view))
-}
-
-/// `DELETE /functions/{urn:version}`: removes a published version nothing refers to.
-async fn delete_version(store: &RoutesStore, urn: Urn, precondition: IfMatch) -> Result<Reply, FgError> {
-    let version = match &urn.qualifier {
-        Qualifier::Version(version) => version.clone(),
-        Qualifier::Latest => return Err(bad("FSS.1015", "latest cannot be deleted")),
-        Qualifier::None | Qualifier::Alias(_) => {
-            return Err(bad("FSS.0400", "qualify the function URN with the version to delete"));
-        }
-    };
-    change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        let index =
-            function.versions.iter().position(|v| v.version == version).ok_or_else(|| {
-                error(StatusCode::NOT_FOUND, "FSS.1052", format!("Not found the version \"{version}\""))
-            })?;
-        precondition.check(&versions_etag(function), "the version list")?;
-        let in_use = |why: String| error(StatusCode::FORBIDDEN, "FSS.1094", why);
-        for alias in &function.aliases {
-            if alias.additional_version_weights.contains_key(&version)
-                || alias.additional_version_strategy.contains_key(&version)
-            {
-                return Err(in_use(format!(
-                    "version \"{version}\" is an additional version of alias \"{}\"",
-                    alias.name
-                )));
+/// FunctionGraph's codes for the edit layer's refusals.
+impl From<EditError> for FgError {
+    fn from(e: EditError) -> Self {
+        use EditError as E;
+        let (status, code) = match &e {
+            E::FunctionNotFound(_) => return function_not_found(),
+            E::VersionNotFound(v) => {
+                return error(StatusCode::NOT_FOUND, "FSS.1052", format!("Not found the version \"{v}\""));
             }
-            if alias.version == version {
-                return Err(in_use(format!("version \"{version}\" is the version of alias \"{}\"", alias.name)));
+            E::AliasNotFound(a) => {
+                return error(StatusCode::NOT_FOUND, "FSS.1053", format!("Not found the alias \"{a}\""));
             }
-        }
-        if let Some(trigger) = function.triggers.iter().find(|t| t.target == version) {
-            return Err(in_use(format!(
-                "version \"{version}\" is bound to trigger {}",
-                trigger.effective_name(&function.name)
-            )));
-        }
-        function.versions.remove(index);
-        Ok(())
-    })
-    .await?;
-    Ok(super::empty_reply(StatusCode::NO_CONTENT))
-}
-
-async fn update_code(
-    store: &RoutesStore,
-    urn: Urn,
-    request: UpdateCode,
-    precondition: IfMatch,
-) -> Result<Reply, FgError> {
-    let Some(url) = request.code_url else {
-        return Err(bad("FSS.0400", "code_url (the upstream that serves latest) is required"));
-    };
-    crate::routes::validate::check_upstream(&url).map_err(|why| bad("FSS.0400", format!("code_url: {why}")))?;
-    let view = change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        precondition.check(&versions_etag(function), "the version list")?;
-        function.upstream = url.clone();
-        let function = find(spec, &urn)?;
-        Ok((model::version_view(spec, function, None), versions_etag(function)))
-    })
-    .await?;
-    Ok(tag(json_reply(StatusCode::OK, &view.0), &view.1))
-}
-
-// === aliases ===
-
-fn list_aliases(spec: &RoutesFile, urn: &Urn) -> Result<Reply, FgError> {
-    let function = find(spec, urn)?;
-    let views: Vec<_> = function.aliases.iter().map(|a| model::alias_view(spec, function, a)).collect();
-    Ok(json_reply(StatusCode::OK, &views))
-}
-
-fn show_alias(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Reply, FgError> {
-    let function = find(spec, urn)?;
-    let alias = function.aliases.iter().find(|a| a.name == name).ok_or_else(|| alias_not_found(name))?;
-    Ok(tag(json_reply(StatusCode::OK, &model::alias_view(spec, function, alias)), &etag(alias)))
-}
-
-fn alias_not_found(name: &str) -> FgError {
-    error(StatusCode::NOT_FOUND, "FSS.1053", format!("Not found the alias \"{name}\""))
-}
-
-async fn create_alias(store: &RoutesStore, urn: Urn, request: AliasBody) -> Result<Reply, FgError> {
-    let name = request.name.clone().ok_or_else(|| bad("FSS.1014", "name is required"))?;
-    check_name(&name).map_err(|why| bad("FSS.1014", why))?;
-    let now = now_text();
-    let view = change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        if function.aliases.iter().any(|a| a.name == name) {
-            return Err(error(StatusCode::CONFLICT, "FSS.1063", format!("alias \"{name}\" already exists")));
-        }
-        if function.versions.iter().any(|v| v.version == name) || name.eq_ignore_ascii_case("latest") {
-            return Err(bad("FSS.1014", format!("alias \"{name}\" has the name of a version")));
-        }
-        if function.aliases.len() >= MAX_ALIASES_PER_FUNCTION {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "FSS.1043",
-                format!("a function has at most {MAX_ALIASES_PER_FUNCTION} aliases"),
-            ));
-        }
-        let mut alias = AliasSpec {
-            name: name.clone(),
-            version: String::new(),
-            description: None,
-            additional_version_weights: IndexMap::new(),
-            additional_version_strategy: IndexMap::new(),
-            sticky: None,
-            last_modified: None,
-            deployment_id: None,
-        };
-        fill_alias(function, &mut alias, request.clone(), now.clone())?;
-        function.aliases.push(alias);
-        alias_value(spec, &urn, &name)
-    })
-    .await?;
-    Ok(json_reply(StatusCode::OK, &view))
-}
-
-async fn update_alias(
-    store: &RoutesStore,
-    urn: Urn,
-    name: &str,
-    request: AliasBody,
-    precondition: IfMatch,
-) -> Result<Reply, FgError> {
-    if request.name.as_deref().is_some_and(|n| n != name) {
-        return Err(bad("FSS.1014", "an alias cannot be renamed"));
-    }
-    let now = now_text();
-    let target = name.to_owned();
-    let view = change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        let index = function.aliases.iter().position(|a| a.name == target).ok_or_else(|| alias_not_found(&target))?;
-        precondition.check(&etag(&function.aliases[index]), "the alias")?;
-        let mut alias = function.aliases[index].clone();
-        fill_alias(function, &mut alias, request.clone(), now.clone())?;
-        let tag = etag(&alias);
-        function.aliases[index] = alias;
-        Ok((alias_value(spec, &urn, &target)?, tag))
-    })
-    .await?;
-    Ok(tag(json_reply(StatusCode::OK, &view.0), &view.1))
-}
-
-/// Applies a create/update body to `alias` with FunctionGraph's error codes; a PUT
-/// replaces the split as a whole (absent weights or strategy mean none).
-pub(crate) fn fill_alias(
-    function: &FunctionSpec,
-    alias: &mut AliasSpec,
-    request: AliasBody,
-    now: String,
-) -> Result<(), FgError> {
-    let version = request.version.ok_or_else(|| bad("FSS.1015", "version is required"))?;
-    if version != "latest" {
-        check_version_name(&version).map_err(|why| bad("FSS.1015", why))?;
-        if !function.versions.iter().any(|v| v.version == version) {
-            return Err(error(StatusCode::NOT_FOUND, "FSS.1052", format!("Not found the version \"{version}\"")));
-        }
-    }
-    let weights = request.additional_version_weights.unwrap_or_default();
-    let strategy = request.additional_version_strategy.unwrap_or_default();
-    for additional in weights.keys().chain(strategy.keys()) {
-        if *additional == version {
-            return Err(bad("FSS.1093", format!("additional version \"{additional}\" is the alias's own version")));
-        }
-        if additional.eq_ignore_ascii_case("latest") || !function.versions.iter().any(|v| v.version == *additional) {
-            return Err(bad("FSS.1091", format!("invalid additional version \"{additional}\"")));
-        }
-    }
-    let mut total = 0;
-    for (additional, weight) in &weights {
-        if !(1..=100).contains(weight) {
-            return Err(bad(
-                "FSS.1092",
-                format!("weight of \"{additional}\" must be an integer from 1 to 100, got {weight}"),
-            ));
-        }
-        total += weight;
-    }
-    if total > 100 {
-        return Err(bad("FSS.1092", format!("additional weights sum to {total}, more than 100")));
-    }
-    alias.version = version;
-    if request.description.is_some() {
-        alias.description = request.description;
-    }
-    alias.additional_version_weights = weights;
-    alias.additional_version_strategy = strategy;
-    alias.last_modified = Some(now);
-    Ok(())
-}
-
-/// The alias as the API shows it, taken inside the change that made it.
-fn alias_value(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Value, FgError> {
-    let function = find(spec, urn)?;
-    let alias = function.aliases.iter().find(|a| a.name == name).ok_or_else(|| alias_not_found(name))?;
-    serde_json::to_value(model::alias_view(spec, function, alias))
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", e.to_string()))
-}
-
-async fn delete_alias(store: &RoutesStore, urn: Urn, name: &str, precondition: IfMatch) -> Result<Reply, FgError> {
-    let target = name.to_owned();
-    change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        let index = function.aliases.iter().position(|a| a.name == target).ok_or_else(|| alias_not_found(&target))?;
-        precondition.check(&etag(&function.aliases[index]), "the alias")?;
-        if let Some(trigger) = function.triggers.iter().find(|t| t.target == target) {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "FSS.1154",
-                format!(
-                    "Aliases bound with triggers cannot be deleted: \"{target}\" is bound to {}",
-                    trigger.effective_name(&function.name)
-                ),
-            ));
-        }
-        function.aliases.remove(index);
-        Ok(())
-    })
-    .await?;
-    Ok(super::empty_reply(StatusCode::NO_CONTENT))
-}
-
-// === triggers ===
-
-/// The trigger target a URN qualifies (unqualified means latest).
-fn target_of(function: &FunctionSpec, qualifier: &Qualifier) -> Result<String, FgError> {
-    match qualifier {
-        Qualifier::None | Qualifier::Latest => Ok("latest".into()),
-        Qualifier::Version(v) if function.versions.iter().any(|x| x.version == *v) => Ok(v.clone()),
-        Qualifier::Version(v) => {
-            Err(error(StatusCode::NOT_FOUND, "FSS.1052", format!("Not found the version \"{v}\"")))
-        }
-        Qualifier::Alias(a) if function.aliases.iter().any(|x| x.name == *a) => Ok(a.clone()),
-        Qualifier::Alias(a) => Err(alias_not_found(a)),
-    }
-}
-
-fn list_triggers(spec: &RoutesFile, urn: &Urn) -> Result<Reply, FgError> {
-    let function = find(spec, urn)?;
-    let only = match urn.qualifier {
-        Qualifier::None => None,
-        ref q => Some(target_of(function, q)?),
-    };
-    let views: Vec<Value> = function
-        .triggers
-        .iter()
-        .filter(|t| only.as_ref().is_none_or(|target| t.target == *target))
-        .map(|t| model::trigger_view(function, t))
-        .collect();
-    Ok(json_reply(StatusCode::OK, &views))
-}
-
-fn show_trigger(spec: &RoutesFile, urn: &Urn, id: &str) -> Result<Reply, FgError> {
-    let function = find(spec, urn)?;
-    let trigger =
-        function.triggers.iter().find(|t| t.effective_id(&function.name) == id).ok_or_else(|| trigger_not_found(id))?;
-    Ok(tag(json_reply(StatusCode::OK, &model::trigger_view(function, trigger)), &etag(trigger)))
-}
-
-fn trigger_not_found(id: &str) -> FgError {
-    error(StatusCode::NOT_FOUND, "FSS.0404", format!("Not found the trigger \"{id}\""))
-}
-
-async fn create_trigger(store: &RoutesStore, urn: Urn, request: CreateTrigger) -> Result<Reply, FgError> {
-    if request.trigger_type_code != "APIG" {
-        return Err(bad(
-            "FSS.0400",
-            format!("trigger_type_code \"{}\" is not supported: only APIG", request.trigger_type_code),
-        ));
-    }
-    let event: ApigEventData = serde_path_to_error::deserialize(request.event_data).map_err(|e| {
-        bad("FSS.1107", format!("invalid APIG trigger parameter event_data.{}: {}", e.path(), e.inner()))
-    })?;
-    if let Some(path) = &event.path {
-        check_trigger_path(path).map_err(|why| bad("FSS.1107", why))?;
-    }
-    let method = event.req_method.map(|m| m.to_ascii_uppercase());
-    if let Some(m) = &method
-        && !matches!(m.as_str(), "ANY" | "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS")
-    {
-        return Err(bad("FSS.1107", format!("invalid req_method \"{m}\"")));
-    }
-    let id = super::new_uuid();
-    let now = now_text();
-    let view = change(store, move |spec| {
-        let path_owner = |spec: &RoutesFile, path: &str| {
-            spec.functions.iter().enumerate().find_map(|(f, function)| {
-                let t = function.triggers.iter().position(|t| t.effective_path(&function.name) == path)?;
-                Some((f, t))
-            })
-        };
-        let function = find(spec, &urn)?;
-        let target = target_of(function, &urn.qualifier)?;
-        let trigger = TriggerSpec {
-            name: event.name.clone(),
-            path: event.path.clone(),
-            target: target.clone(),
-            req_method: method.clone().filter(|m| m != "ANY"),
-            trigger_id: Some(id.clone()),
-            created_time: Some(now.clone()),
-        };
-        let fname = function.name.clone();
-        let path = trigger.effective_path(&fname);
-        // One trigger URL serves an alias or its matched version: an alias's trigger takes
-        // over the path of a trigger of the version the alias points at.
-        let alias_version = function.aliases.iter().find(|a| a.name == target).map(|a| a.version.clone());
-        if let Some((f, t)) = path_owner(spec, &path) {
-            let owner = &spec.functions[f];
-            let takes_over = owner.name == fname && alias_version.as_deref() == Some(owner.triggers[t].target.as_str());
-            if !takes_over {
-                return Err(error(StatusCode::CONFLICT, "FSS.1147", format!("request path \"{path}\" already exists")));
+            E::TriggerNotFound(t) => {
+                return error(StatusCode::NOT_FOUND, "FSS.0404", format!("Not found the trigger \"{t}\""));
             }
-            spec.functions[f].triggers.remove(t);
-        }
-        let function = find_mut(spec, &urn)?;
-        let name = trigger.effective_name(&fname);
-        if function.triggers.iter().any(|t| t.effective_name(&fname) == name) {
-            return Err(error(StatusCode::CONFLICT, "FSS.1146", format!("trigger \"{name}\" already exists")));
-        }
-        let view = model::trigger_view(function, &trigger);
-        function.triggers.push(trigger);
-        Ok(view)
-    })
-    .await?;
-    Ok(json_reply(StatusCode::CREATED, &view))
-}
-
-async fn delete_trigger(store: &RoutesStore, urn: Urn, id: &str, precondition: IfMatch) -> Result<Reply, FgError> {
-    let id = id.to_owned();
-    change(store, move |spec| {
-        let function = find_mut(spec, &urn)?;
-        let name = function.name.clone();
-        let index =
-            function.triggers.iter().position(|t| t.effective_id(&name) == id).ok_or_else(|| trigger_not_found(&id))?;
-        precondition.check(&etag(&function.triggers[index]), "the trigger")?;
-        function.triggers.remove(index);
-        Ok(())
-    })
-    .await?;
-    Ok(super::empty_reply(StatusCode::NO_CONTENT))
+            E::AliasInUse { .. } => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "FSS.1154",
+                    format!("Aliases bound with triggers cannot be deleted: {e}"),
+                );
+            }
+            E::FunctionExists(_) => (StatusCode::CONFLICT, "FSS.1061"),
+            E::FunctionInUse { .. } => (StatusCode::FORBIDDEN, "FSS.1095"),
+            E::VersionExists(_) => (StatusCode::CONFLICT, "FSS.1062"),
+            E::VersionInUse { .. } => (StatusCode::FORBIDDEN, "FSS.1094"),
+            E::LatestIsPermanent => (StatusCode::BAD_REQUEST, "FSS.1015"),
+            E::LatestUnchanged(_) => (StatusCode::BAD_REQUEST, "FSS.1016"),
+            E::NoCode(_) => (StatusCode::BAD_REQUEST, "FSS.1018"),
+            E::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "FSS.1017"),
+            E::AliasExists(_) => (StatusCode::CONFLICT, "FSS.1063"),
+            E::AliasNamedLikeVersion(_) => (StatusCode::BAD_REQUEST, "FSS.1014"),
+            E::TooManyAliases => (StatusCode::FORBIDDEN, "FSS.1043"),
+            E::InvalidName { what: "alias name", .. } => (StatusCode::BAD_REQUEST, "FSS.1014"),
+            E::InvalidName { what: "version name" | "version", .. } => (StatusCode::BAD_REQUEST, "FSS.1015"),
+            E::InvalidName { .. } => (StatusCode::BAD_REQUEST, "FSS.0400"),
+            E::AdditionalIsOwn(_) => (StatusCode::BAD_REQUEST, "FSS.1093"),
+            E::InvalidAdditional(_) => (StatusCode::BAD_REQUEST, "FSS.1091"),
+            E::Weight { .. } | E::WeightsOver(_) => (StatusCode::BAD_REQUEST, "FSS.1092"),
+            E::PathTaken { .. } => (StatusCode::CONFLICT, "FSS.1147"),
+            E::TriggerExists(_) => (StatusCode::CONFLICT, "FSS.1146"),
+            E::RulesWouldBeDropped { .. } => (StatusCode::CONFLICT, "FSS.0409"),
+        };
+        error(status, code, e.to_string())
+    }
 }

@@ -41,6 +41,8 @@ pub enum RequestBodyError {
 /// The client's body on its way upstream, counted against the limit.
 pub struct RequestBody {
     inner: Option<Incoming>,
+    /// A body graygate made itself (a management API invocation), sent as one frame.
+    once: Option<Bytes>,
     limit: u64,
     seen: u64,
     fault: Arc<BodyFault>,
@@ -80,12 +82,18 @@ impl BodyFault {
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: u64, fault: Arc<BodyFault>) -> Self {
-        RequestBody { inner: Some(inner), limit, seen: 0, fault }
+        RequestBody { inner: Some(inner), once: None, limit, seen: 0, fault }
+    }
+
+    /// A body in memory, sent as one frame.
+    pub fn full(bytes: Bytes) -> Self {
+        let limit = bytes.len() as u64;
+        RequestBody { inner: None, once: Some(bytes).filter(|b| !b.is_empty()), limit, seen: 0, fault: Arc::default() }
     }
 
     /// No body at all (a retried request without one).
     pub fn empty() -> Self {
-        RequestBody { inner: None, limit: 0, seen: 0, fault: Arc::default() }
+        RequestBody { inner: None, once: None, limit: 0, seen: 0, fault: Arc::default() }
     }
 }
 
@@ -96,7 +104,7 @@ impl Body for RequestBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+            return Poll::Ready(this.once.take().map(|bytes| Ok(Frame::data(bytes))));
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -118,11 +126,17 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => self.once.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(self.once.as_ref().map_or(0, |b| b.len() as u64)),
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct FunctionSpec {
     pub package: String,
     /// What `latest` runs.
     pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Per-function request timeout (until the upstream's response headers arrive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
@@ -129,6 +131,19 @@ pub struct TriggerSpec {
     /// When the trigger was created (set by the management API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_time: Option<String>,
+    /// `ACTIVE` (the default) or `DISABLED`: a disabled trigger keeps its path and routes
+    /// nothing (its requests answer 404 `APIG.0101`).
+    #[serde(default, skip_serializing_if = "TriggerStatus::is_active")]
+    pub trigger_status: TriggerStatus,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriggerStatus {
+    #[default]
+    #[serde(rename = "ACTIVE")]
+    Active,
+    #[serde(rename = "DISABLED")]
+    Disabled,
 }
 
 fn default_region() -> String {
@@ -191,6 +206,22 @@ fn compact_functions<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<F
     }
 
     deserializer.deserialize_seq(Functions)
+}
+
+// === impl TriggerStatus ===
+
+impl TriggerStatus {
+    pub fn is_active(&self) -> bool {
+        *self == TriggerStatus::Active
+    }
+
+    /// FunctionGraph's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerStatus::Active => "ACTIVE",
+            TriggerStatus::Disabled => "DISABLED",
+        }
+    }
 }
 
 // === impl TriggerSpec ===

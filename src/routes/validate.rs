@@ -123,9 +123,14 @@ fn validate_function<'a>(
     if let Err(why) = check_name(&function.package) {
         issues.push(at.field("package"), why);
     }
-    if let Err(why) = check_upstream(&function.upstream) {
+    // An empty upstream is a function without code yet (an ESA routine just created):
+    // nothing may route to its latest until it has some.
+    if !function.upstream.is_empty()
+        && let Err(why) = check_upstream(&function.upstream)
+    {
         issues.push(at.field("upstream"), why);
     }
+    let no_code = function.upstream.is_empty();
     if let Some(timeout) = function.timeout_ms
         && !(1..=MAX_TIMEOUT_MS).contains(&timeout)
     {
@@ -162,12 +167,18 @@ fn validate_function<'a>(
             issues.push(aat.field("name"), format!("alias \"{}\" is defined twice", alias.name));
         }
         validate_alias(alias, aat, &versions, issues);
+        if no_code && alias.version == "latest" {
+            issues.push(aat.field("version"), "latest has no code yet (its upstream is empty)");
+        }
     }
 
     let mut trigger_names = FxHashSet::default();
     for (j, trigger) in function.triggers.iter().enumerate() {
         let tat = at.field("triggers").index(j);
         validate_trigger(function, trigger, tat, &versions, &aliases, trigger_paths, issues);
+        if no_code && trigger.target == "latest" {
+            issues.push(tat.field("target"), "latest has no code yet (its upstream is empty)");
+        }
         if !trigger_names.insert(trigger.effective_name(&function.name)) {
             issues.push(
                 tat.field("name"),

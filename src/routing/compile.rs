@@ -15,7 +15,7 @@ use super::rules::RuleSet;
 use super::split::{Plans, Slot};
 use super::{Alias, Function, Route, RoutingTable, StickyKey, Trigger, Upstream, Version};
 use crate::health::{UpstreamHealth, UpstreamPolicy};
-use crate::routes::{AliasSpec, FunctionSpec, ValidRoutes};
+use crate::routes::{AliasSpec, FunctionSpec, TriggerStatus, ValidRoutes};
 
 /// A validated file that still fails to compile means validation missed a case.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,7 @@ pub fn compile(
                 target: trigger_spec.target.as_str().into(),
                 function: function_id,
                 method: parse_method(trigger_spec.req_method.as_deref())?,
+                disabled: trigger_spec.trigger_status == TriggerStatus::Disabled,
                 alias: function.aliases.iter().position(|a| *a.name == *trigger_spec.target).map(|i| i as u16),
                 routes: Box::new([]),
                 path: path.as_str().into(),
@@ -98,6 +99,9 @@ pub fn compile(
     })
 }
 
+/// The upstream of a latest that has no code.
+const NO_CODE: &str = "http://no-code.invalid";
+
 fn compile_function(
     spec: &FunctionSpec,
     earlier: Option<&Function>,
@@ -105,7 +109,10 @@ fn compile_function(
     plans: &mut Plans,
 ) -> Result<Function, CompileError> {
     let mut versions = Vec::with_capacity(spec.versions.len() + 1);
-    versions.push(version("latest", &spec.upstream, health_of)?);
+    // A function without code yet: nothing routes to its latest (validation sees to it),
+    // which still needs a place in the table; `.invalid` never resolves (RFC 2606).
+    let latest = if spec.upstream.is_empty() { NO_CODE } else { spec.upstream.as_str() };
+    versions.push(version("latest", latest, health_of)?);
     for v in &spec.versions {
         versions.push(version(&v.version, &v.upstream, health_of)?);
     }

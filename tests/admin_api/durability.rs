@@ -53,7 +53,14 @@ async fn a_restart_serves_exactly_what_was_acknowledged() {
         for path in
             [functions("hello", None, "/aliases"), functions("hello", None, "/versions"), triggers("hello", None, "")]
         {
-            views.push(expect(&api.fg(Method::GET, &path, None).await, StatusCode::OK));
+            let mut view = expect(&api.fg(Method::GET, &path, None).await, StatusCode::OK);
+            // A restarted gateway listens on another port: its triggers' invoke_url moves.
+            if let Some(triggers) = view.as_array_mut() {
+                for trigger in triggers {
+                    trigger["event_data"]["invoke_url"] = Value::Null;
+                }
+            }
+            views.push(view);
         }
         let mut routine = expect(&api.esa("GetRoutine", &[("Name", "hello")]).await, StatusCode::OK);
         routine["RequestId"] = Value::Null;

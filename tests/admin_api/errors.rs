@@ -218,7 +218,10 @@ functions:
     }
     fg_error(&api.fg(Method::DELETE, &version("v9"), None).await, StatusCode::NOT_FOUND, "FSS.1052");
     fg_error(&api.fg(Method::DELETE, &version("latest"), None).await, StatusCode::BAD_REQUEST, "FSS.1015");
-    fg_error(&api.fg(Method::DELETE, &functions("hello", None, ""), None).await, StatusCode::BAD_REQUEST, "FSS.0400");
+    // Unqualified, the URN names the function: refused while aliases and triggers exist.
+    let message =
+        fg_error(&api.fg(Method::DELETE, &functions("hello", None, ""), None).await, StatusCode::FORBIDDEN, "FSS.1095");
+    assert!(message.contains("alias") && message.contains("trigger"), "{message}");
     let ghost = functions("ghost", Some("v1"), "");
     fg_error(&api.fg(Method::DELETE, &ghost, None).await, StatusCode::NOT_FOUND, "FSS.1051");
     assert_eq!(generation(&gw), before, "a refused deletion changed the routes");

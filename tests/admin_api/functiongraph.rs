@@ -24,9 +24,16 @@ functions:
     assert_eq!(list["count"], 1, "{list}");
     assert_eq!(names(&list["versions"], "version"), ["latest"]);
 
+    // A digest that is not latest's code is refused: the caller meant other code.
+    let latest_digest = hex(&Sha256::digest(format!("http://{}", up["first"]).as_bytes()));
+    let wrong = json!({ "digest": hex(&Sha256::digest(b"other code")) });
+    let message = fg_error(&api.fg(Method::POST, &versions, Some(wrong)).await, StatusCode::BAD_REQUEST, "FSS.1017");
+    assert!(message.contains(&latest_digest), "the refusal names latest's digest: {message}");
+
     // No name given: yyyymmdd-HHMMSS (UTC), published from latest's current upstream.
-    let body = json!({ "digest": "ff", "description": "from first" });
+    let body = json!({ "digest": latest_digest, "description": "from first" });
     let published = expect(&api.fg(Method::POST, &versions, Some(body)).await, StatusCode::OK);
+    assert_eq!(published["digest"], latest_digest.as_str());
     let name = published["version"].as_str().expect("a version name").to_owned();
     let format = format_description!("[year][month][day]-[hour][minute][second]");
     let stamp = time::PrimitiveDateTime::parse(&name, format)

@@ -261,3 +261,8 @@ fn names(list: &Value, field: &str) -> Vec<String> {
 fn counts(pairs: &[(&str, usize)]) -> HashMap<String, usize> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
+
+/// Lowercase hex, as graygate writes digests.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

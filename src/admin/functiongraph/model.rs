@@ -1,19 +1,19 @@
-//! FunctionGraph request and response bodies, as the official SDKs send and parse them.
+//! FunctionGraph request bodies, as the official SDKs send them (responses: `view`).
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
-use crate::routes::{AliasSpec, FunctionSpec, RoutesFile, TriggerSpec, VersionSpec, VersionStrategy};
+use super::{FgError, bad};
+use crate::routes::VersionStrategy;
 
 /// `POST …/versions`.
-#[expect(dead_code, reason = "fields the SDKs send that graygate accepts but has no use for")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishVersion {
     pub version: Option<String>,
     pub description: Option<String>,
-    /// Accepted for SDK compatibility; graygate versions have no code package to digest.
+    /// Must be latest's code digest when given (see [`crate::routes::edit::code_digest`]).
     pub digest: Option<String>,
 }
 
@@ -108,74 +108,193 @@ fn weights<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<IndexMap
         .map(Some)
 }
 
-/// `urn:fss:{region}:{project}:function:{package}:{name}` and its qualified forms.
-pub fn function_urn(routes: &RoutesFile, function: &FunctionSpec) -> String {
-    format!("urn:fss:{}:{}:function:{}:{}", routes.region, routes.project_id, function.package, function.name)
+/// `PUT /triggers/{urn}/{type}/{id}`. The SDK types `event_data` as a list of another
+/// trigger type's fields; an object (APIG's fields) or a list of objects is accepted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTrigger {
+    pub trigger_status: Option<String>,
+    #[serde(default)]
+    pub event_data: Value,
 }
 
-#[derive(Serialize)]
-pub struct AliasView<'a> {
-    name: &'a str,
-    version: &'a str,
-    description: &'a str,
-    last_modified: &'a str,
-    alias_urn: String,
-    additional_version_weights: &'a IndexMap<String, i64>,
-    additional_version_strategy: &'a IndexMap<String, VersionStrategy>,
-}
-
-pub fn alias_view<'a>(routes: &RoutesFile, function: &FunctionSpec, alias: &'a AliasSpec) -> AliasView<'a> {
-    AliasView {
-        name: &alias.name,
-        version: &alias.version,
-        description: alias.description.as_deref().unwrap_or(""),
-        last_modified: alias.last_modified.as_deref().unwrap_or(""),
-        alias_urn: format!("{}:!{}", function_urn(routes, function), alias.name),
-        additional_version_weights: &alias.additional_version_weights,
-        additional_version_strategy: &alias.additional_version_strategy,
+impl UpdateTrigger {
+    /// The APIG fields the body carries (none when `event_data` is absent).
+    pub fn apig_fields(&self) -> Result<ApigEventData, FgError> {
+        let object = match &self.event_data {
+            Value::Null => Value::Object(Default::default()),
+            Value::Array(items) => {
+                let mut merged = serde_json::Map::new();
+                for item in items {
+                    let Value::Object(fields) = item else {
+                        return Err(bad("FSS.1107", "event_data must be an object (or a list of objects)"));
+                    };
+                    merged.extend(fields.clone());
+                }
+                Value::Object(merged)
+            }
+            other => other.clone(),
+        };
+        serde_path_to_error::deserialize(object).map_err(|e| {
+            bad("FSS.1107", format!("invalid APIG trigger parameter event_data.{}: {}", e.path(), e.inner()))
+        })
     }
 }
 
-/// A function version in the shape of FunctionGraph's function configuration.
-pub fn version_view(routes: &RoutesFile, function: &FunctionSpec, version: Option<&VersionSpec>) -> Value {
-    let (name, upstream, description, modified) = match version {
-        Some(v) => (v.version.as_str(), v.upstream.as_str(), v.description.as_deref(), v.last_modified.as_deref()),
-        None => ("latest", function.upstream.as_str(), None, None),
-    };
-    json!({
-        "func_urn": format!("{}:{name}", function_urn(routes, function)),
-        "func_name": function.name,
-        "package": function.package,
-        "runtime": "Http",
-        "code_type": "url",
-        "code_url": upstream,
-        "timeout": function.timeout_ms.map_or(30, |ms| ms.div_ceil(1000)),
-        "version": name,
-        "description": description.unwrap_or(""),
-        "version_description": description.unwrap_or(""),
-        "last_modified": modified.unwrap_or(""),
-    })
+/// `POST /functions`. graygate models a function as the upstream its latest runs
+/// (`code_url`), its package, timeout and description; the SDK's other fields are
+/// accepted and not stored (nothing in graygate would act on them).
+#[expect(dead_code, reason = "fields the SDKs send that graygate accepts but has no use for")]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFunction {
+    pub func_name: Option<String>,
+    pub package: Option<String>,
+    pub runtime: Option<String>,
+    pub timeout: Option<i64>,
+    pub handler: Option<String>,
+    pub memory_size: Option<Value>,
+    pub code_type: Option<String>,
+    pub code_url: Option<String>,
+    pub description: Option<String>,
+    pub code_filename: Option<Value>,
+    pub func_code: Option<Value>,
+    pub depend_version_list: Option<Value>,
+    pub func_vpc: Option<Value>,
+    pub gpu_memory: Option<Value>,
+    pub gpu_type: Option<Value>,
+    pub custom_image: Option<Value>,
+    pub user_data: Option<Value>,
+    pub encrypted_user_data: Option<Value>,
+    pub xrole: Option<Value>,
+    pub app_xrole: Option<Value>,
+    pub mount_config: Option<Value>,
+    pub initializer_handler: Option<Value>,
+    pub initializer_timeout: Option<Value>,
+    pub pre_stop_handler: Option<Value>,
+    pub pre_stop_timeout: Option<Value>,
+    pub enterprise_project_id: Option<Value>,
+    #[serde(rename = "type")]
+    pub kind: Option<Value>,
+    pub log_config: Option<Value>,
+    pub network_controller: Option<Value>,
+    pub is_stateful_function: Option<Value>,
+    pub enable_dynamic_memory: Option<Value>,
+    pub enable_lts_log: Option<Value>,
+    pub lts_custom_tag: Option<Value>,
+    pub user_data_encrypt_kms_key_id: Option<Value>,
+    pub code_encrypt_kms_key_id: Option<Value>,
+    pub domain_names: Option<Value>,
+    pub tags: Option<Value>,
 }
 
-pub fn trigger_view(function: &FunctionSpec, trigger: &TriggerSpec) -> Value {
-    let id = trigger.effective_id(&function.name);
-    let created = trigger.created_time.as_deref().unwrap_or("");
-    json!({
-        "trigger_id": id,
-        "trigger_type_code": "APIG",
-        "trigger_status": "ACTIVE",
-        "event_data": {
-            "triggerid": id,
-            "name": trigger.effective_name(&function.name),
-            "path": trigger.effective_path(&function.name),
-            "req_method": trigger.req_method.as_deref().unwrap_or("ANY"),
-            "env_name": "RELEASE",
-            "protocol": "HTTP",
-            "match_mode": "SWA",
-            "backend_type": "FUNCTION",
-            "func_info": { "version": trigger.target },
-        },
-        "created_time": created,
-        "last_updated_time": created,
-    })
+/// `PUT /functions/{urn}/config`: graygate applies `timeout` and `description`; the
+/// SDK's other fields are accepted and not stored.
+#[expect(dead_code, reason = "fields the SDKs send that graygate accepts but has no use for")]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    pub func_name: Option<String>,
+    pub runtime: Option<String>,
+    pub timeout: Option<i64>,
+    pub handler: Option<Value>,
+    pub memory_size: Option<Value>,
+    pub description: Option<String>,
+    pub gpu_memory: Option<Value>,
+    pub gpu_type: Option<Value>,
+    pub user_data: Option<Value>,
+    pub encrypted_user_data: Option<Value>,
+    pub xrole: Option<Value>,
+    pub app_xrole: Option<Value>,
+    pub func_vpc: Option<Value>,
+    pub peering_cidr: Option<Value>,
+    pub mount_config: Option<Value>,
+    pub strategy_config: Option<Value>,
+    pub custom_image: Option<Value>,
+    pub extend_config: Option<Value>,
+    pub initializer_handler: Option<Value>,
+    pub initializer_timeout: Option<Value>,
+    pub pre_stop_handler: Option<Value>,
+    pub pre_stop_timeout: Option<Value>,
+    pub ephemeral_storage: Option<Value>,
+    pub enterprise_project_id: Option<Value>,
+    pub log_config: Option<Value>,
+    pub network_controller: Option<Value>,
+    pub is_stateful_function: Option<Value>,
+    pub enable_dynamic_memory: Option<Value>,
+    pub enable_auth_in_header: Option<Value>,
+    pub domain_names: Option<Value>,
+    pub restore_hook_handler: Option<Value>,
+    pub restore_hook_timeout: Option<Value>,
+    pub heartbeat_handler: Option<Value>,
+    pub enable_class_isolation: Option<Value>,
+    pub enable_lts_log: Option<Value>,
+    pub lts_custom_tag: Option<Value>,
+    pub user_data_encrypt_kms_key_id: Option<Value>,
+}
+
+/// FunctionGraph's execution timeout, in seconds, as milliseconds.
+pub fn timeout_ms(seconds: i64) -> Result<u64, FgError> {
+    match u64::try_from(seconds) {
+        Ok(s @ 3..=900) => Ok(s * 1000),
+        _ => Err(bad("FSS.0400", format!("timeout must be from 3 to 900 seconds, got {seconds}"))),
+    }
+}
+
+/// graygate runs HTTP functions: what `runtime` may say.
+pub fn check_runtime(runtime: Option<&str>) -> Result<(), FgError> {
+    match runtime {
+        None => Ok(()),
+        Some(r) if r.eq_ignore_ascii_case("http") || r.eq_ignore_ascii_case("custom") => Ok(()),
+        Some(r) => Err(bad(
+            "FSS.0400",
+            format!("runtime \"{r}\" is not supported: graygate forwards to HTTP functions (runtime http)"),
+        )),
+    }
+}
+
+/// The upstream a `code_type`/`code_url` pair names. graygate runs no code package: a
+/// function's code is the URL of the HTTP service its latest forwards to (`code_type`
+/// `url`, or absent). A package (inline, zip, jar, an OBS object, an image) is refused, as
+/// is a `code_url` that points at one (an archive's name).
+pub fn code_upstream(code_type: Option<&str>, code_url: Option<&str>) -> Result<String, FgError> {
+    match code_type {
+        None | Some("url") => {}
+        Some(other @ ("inline" | "zip" | "obs" | "jar" | "Custom-Image-Swr")) => {
+            return Err(bad(
+                "FSS.0400",
+                format!(
+                    "code_type \"{other}\" is a code package, which graygate cannot run: it forwards to a running HTTP service; use code_type \"url\" with code_url http://host:port"
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(bad("FSS.0400", format!("invalid code_type \"{other}\": graygate accepts \"url\"")));
+        }
+    }
+    let url = code_url.ok_or_else(|| bad("FSS.0400", "code_url (the upstream that serves latest) is required"))?;
+    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    if [".zip", ".jar", ".war", ".tar", ".gz", ".tgz", ".7z", ".rar"].iter().any(|ext| path.ends_with(ext)) {
+        return Err(bad(
+            "FSS.0400",
+            format!("code_url \"{url}\" names a code package; graygate needs the URL of a running HTTP service"),
+        ));
+    }
+    crate::routes::validate::check_upstream(url).map_err(|why| bad("FSS.0400", format!("code_url: {why}")))?;
+    Ok(url.to_owned())
+}
+
+/// `marker` and `maxitems` of a list request (`maxitems` capped at `max`).
+pub fn page(query: Option<&str>, max: usize) -> Result<(usize, usize), FgError> {
+    let (mut marker, mut max_items) = (0usize, max);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let number =
+            || value.parse::<usize>().map_err(|_| bad("FSS.0400", format!("{key} must be a non-negative integer")));
+        match key.as_ref() {
+            "marker" => marker = number()?,
+            "maxitems" => max_items = number()?.clamp(1, max),
+            _ => {}
+        }
+    }
+    Ok((marker, max_items))
 }
