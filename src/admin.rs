@@ -24,7 +24,7 @@ use crate::config::AdminSettings;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, ProxyBody};
 use crate::store::RoutesStore;
-use auth::{Credentials, SignedRequest};
+use auth::{AuthError, Credentials, SignedRequest};
 
 pub type Reply = Response<ProxyBody>;
 
@@ -158,8 +158,13 @@ impl Admin {
         match self.credentials.authenticate(&signed, OffsetDateTime::now_utc()) {
             Ok(scheme) => tracing::debug!(?scheme, path = %admin_request.path, "management call authenticated"),
             Err(why) => {
-                // The caller learns only that it failed; the log says why.
                 tracing::info!(%why, path = %admin_request.path, "management call refused");
+                if family == Family::Esa
+                    && let Some((status, code, message)) = alibaba_refusal(&why)
+                {
+                    return family.error(status, "", code, message, &admin_request.request_id);
+                }
+                // Otherwise the caller learns only that it failed; the log says why.
                 return family.error(
                     StatusCode::UNAUTHORIZED,
                     "APIG.0301",
@@ -200,6 +205,27 @@ impl Family {
                 &serde_json::json!({ "RequestId": request_id, "Code": esa_code, "Message": message }),
             ),
         }
+    }
+}
+
+/// Alibaba's own answers to a signature it cannot accept (what its SDK and its users
+/// recognise); graygate's token failures and malformed requests stay a plain 401.
+fn alibaba_refusal(why: &AuthError) -> Option<(StatusCode, &'static str, &'static str)> {
+    match why {
+        AuthError::BadSignature | AuthError::BodyHash => Some((
+            StatusCode::BAD_REQUEST,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation.",
+        )),
+        AuthError::Skewed => Some((
+            StatusCode::BAD_REQUEST,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        )),
+        AuthError::UnknownKey => {
+            Some((StatusCode::NOT_FOUND, "InvalidAccessKeyId.NotFound", "Specified access key is not found."))
+        }
+        AuthError::Missing | AuthError::BadToken | AuthError::Malformed | AuthError::BadDate => None,
     }
 }
 

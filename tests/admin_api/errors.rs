@@ -336,7 +336,7 @@ async fn every_esa_error_has_requestid_code_and_message_and_alibabas_status() {
     let missing_env = [("CodeVersions", good.as_str()), ("Name", "edge"), ("Strategy", "percentage")];
     esa_error(&api.esa("CreateRoutineCodeDeployment", &missing_env).await, bad, "InvalidParameter");
     // An action graygate does not have is Alibaba's 404, not a bad parameter.
-    esa_error(&api.esa("DeleteRoutine", &[("Name", "edge")]).await, StatusCode::NOT_FOUND, "InvalidAction.NotFound");
+    esa_error(&api.esa("DeleteEverything", &[("Name", "edge")]).await, StatusCode::NOT_FOUND, "InvalidAction.NotFound");
 
     esa_error(&deploy("ghost", "production", "percentage", good.clone()).await, bad, "RoutineNotExist");
     esa_error(&api.esa("GetRoutine", &[("Name", "ghost")]).await, bad, "RoutineNotExist");

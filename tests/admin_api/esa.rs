@@ -28,14 +28,15 @@ async fn esa_deployments_set_the_env_alias_and_serve_on_the_default_trigger() {
     assert_eq!(alias["version"], OLD);
     assert_eq!(alias["additional_version_weights"], json!({ NEW: 10 }));
 
-    // `Action` as a query parameter; the highest share becomes the alias's version.
+    // `Action` as a query parameter; the split is kept in the order it was asked for (the
+    // first version listed is the alias's own).
     let versions = code_versions(&[(NEW, 30), (NEWEST, 70)]);
     let params =
         [("CodeVersions", versions.as_str()), ("Env", "staging"), ("Name", "edge"), ("Strategy", "percentage")];
     let staging = expect(&api.esa_query("Action=CreateRoutineCodeDeployment", &params).await, StatusCode::OK);
     assert_eq!(
         staging["CodeVersions"],
-        json!([{ "CodeVersion": NEWEST, "Percentage": 70 }, { "CodeVersion": NEW, "Percentage": 30 }])
+        json!([{ "CodeVersion": NEW, "Percentage": 30 }, { "CodeVersion": NEWEST, "Percentage": 70 }])
     );
     let staging_id = staging["DeploymentId"].as_str().expect("DeploymentId").to_owned();
     assert_eq!(split(&gw.client, "/edge-staging", &[], 100).await, counts(&[(NEWEST, 70), (NEW, 30)]));
@@ -61,7 +62,7 @@ async fn esa_deployments_set_the_env_alias_and_serve_on_the_default_trigger() {
             .collect()
     };
     assert_eq!(shares("production"), [(OLD.to_owned(), 90), (NEW.to_owned(), 10)]);
-    assert_eq!(shares("staging"), [(NEWEST.to_owned(), 70), (NEW.to_owned(), 30)]);
+    assert_eq!(shares("staging"), [(NEW.to_owned(), 30), (NEWEST.to_owned(), 70)], "in request order");
     assert_eq!(env("staging")["CodeDeploy"]["DeployId"], staging_id.as_str());
     assert_eq!(env("production")["CodeDeploy"]["CodeVersions"][0]["Description"], "old code");
 
