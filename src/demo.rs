@@ -21,9 +21,11 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, StopSignal};
 use crate::config::ServerConfig;
-use crate::secret::Secret;
+use crate::secret::{AccessKey, Secret};
 
 const ROUTES_TEMPLATE: &str = include_str!("../config/demo-routes.yaml");
+/// The demo routes' project (every FunctionGraph path and URN names it).
+const PROJECT: &str = "7aad83af3e8d42e99ac194e8419e2c9b";
 
 /// Starts a backend that answers every request with `{"version": NAME, ...}`.
 pub async fn spawn_backend(name: &str) -> std::io::Result<SocketAddr> {
@@ -95,6 +97,11 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     // A fresh token per run: the management API is never open, not even in the demo.
     let token = format!("demo-{:016x}", fastrand::u64(..));
     config.admin.tokens = vec![Secret::new(&token)];
+    // An access key pair for the vendors' SDKs, which sign requests instead of sending a
+    // token (examples/ drives the demo with them).
+    let (access_key, secret_key) =
+        (format!("DEMOAK{:016X}", fastrand::u64(..)), format!("demo-sk-{:032x}", fastrand::u128(..)));
+    config.admin.keys = vec![AccessKey { id: access_key.clone(), secret: Secret::new(&secret_key) }];
     let stop = StopSignal::install();
     let app = App::start(config).await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", app.data_addr());
@@ -120,9 +127,11 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     println!();
     println!("Edit {} (e.g. set v2's weight to 50); the new split applies within a second.", routes_path.display());
     println!();
-    println!("The management API (README: \"A gray upgrade through the API\") takes these variables:");
     println!(
-        "  export GW={base} ADMIN=http://{} TOKEN={token} B1=http://127.0.0.1:{} B2=http://127.0.0.1:{} B3=http://127.0.0.1:{}",
+        "The management API (README: \"A gray upgrade through the API\"; examples/ for the SDKs) takes these variables:"
+    );
+    println!(
+        "  export GW={base} ADMIN=http://{} TOKEN={token} B1=http://127.0.0.1:{} B2=http://127.0.0.1:{} B3=http://127.0.0.1:{} AK={access_key} SK={secret_key} PROJECT={PROJECT}",
         app.admin_addr(),
         ports[0],
         ports[1],
