@@ -13,6 +13,7 @@ mod durability;
 mod errors;
 mod esa;
 mod functiongraph;
+mod pipeline;
 mod preconditions;
 
 use std::collections::{HashMap, HashSet};
