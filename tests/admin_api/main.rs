@@ -12,6 +12,7 @@ mod auth;
 mod durability;
 mod errors;
 mod esa;
+mod esa_release;
 mod functiongraph;
 mod pipeline;
 mod preconditions;
