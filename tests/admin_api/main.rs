@@ -14,6 +14,7 @@ mod errors;
 mod esa;
 mod esa_release;
 mod functiongraph;
+mod functions;
 mod pipeline;
 mod preconditions;
 
