@@ -376,12 +376,18 @@ mod tests {
         std::fs::write(&path, "old").unwrap_or_else(|e| unreachable!("{e}"));
         let big = "x".repeat(PARSE_ASIDE_BYTES);
         let (release, hold) = mpsc::channel::<()>();
+        // The stamp is taken before the writer starts: a stamp of the newer file would leave
+        // nothing to supersede the parse.
+        let before = Stamped::of(&path);
         let writer = {
             let path = path.clone();
             std::thread::spawn(move || std::fs::write(&path, "newer content").unwrap_or_else(|e| unreachable!("{e}")))
         };
-        // A parse that would never end by itself: only the change can end the wait.
-        let parsed = parse_unless_superseded(&path, Stamped::of(&path), big.clone(), move |_| hold.recv().is_ok());
+        // A parse that only the change can end; should it fail to, the bounded wait turns a
+        // hang into a failed assertion.
+        let parsed = parse_unless_superseded(&path, before, big.clone(), move |_| {
+            hold.recv_timeout(Duration::from_secs(30)).is_ok()
+        });
         assert_eq!(parsed, None, "the newer file supersedes the parse");
         let _ = writer.join();
         drop(release);
