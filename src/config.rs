@@ -415,7 +415,7 @@ fn expand_env(value: &str) -> Result<String, String> {
     Ok(out)
 }
 
-// === defaults (stated in the README's configuration reference) ===
+// === defaults (stated in docs/configuration.md) ===
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))

@@ -128,7 +128,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     println!("Edit {} (e.g. set v2's weight to 50); the new split applies within a second.", routes_path.display());
     println!();
     println!(
-        "The management API (README: \"A gray upgrade through the API\"; examples/ for the SDKs) takes these variables:"
+        "The management API (docs/management-api.md, \"A gray upgrade through the API\"; examples/ for the SDKs) takes these variables:"
     );
     println!(
         "  export GW={base} ADMIN=http://{} TOKEN={token} B1=http://127.0.0.1:{} B2=http://127.0.0.1:{} B3=http://127.0.0.1:{} AK={access_key} SK={secret_key} PROJECT={PROJECT}",

@@ -1,4 +1,4 @@
-//! The README's worked example, step by step: V1 → V1+V2 by weight → V2+V3 → rule-based V3.
+//! The documented worked examples, step by step (docs/gray-release-by-file.md, docs/management-api.md): V1 → V1+V2 by weight → V2+V3 → rule-based V3.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -64,7 +64,7 @@ async fn gray_upgrade_from_v1_to_v3() {
     assert_eq!(testers.get("V3"), Some(&20));
 }
 
-/// The README's "A gray upgrade through the API", with the same requests curl sends.
+/// docs/management-api.md's "A gray upgrade through the API", with the same requests curl sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gray_upgrade_through_the_management_api() {
     let upstreams = backends(&["b1", "b2", "b3"]).await;
