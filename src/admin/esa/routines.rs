@@ -14,7 +14,7 @@ use crate::store::RoutesStore;
 /// `update_function_code` (or the routes file); until then nothing can be committed.
 pub async fn create(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
-    if params.get("HasAssets").is_some_and(|v| v == "true") {
+    if params.get("HasAssets").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(invalid("HasAssets is not supported: graygate routines have no static assets"));
     }
     let function = FunctionSpec {
