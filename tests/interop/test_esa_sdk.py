@@ -1,4 +1,6 @@
 """The official alibabacloud-esa20240910 SDK, unmodified, deploys routine code versions."""
+from datetime import datetime
+
 import pytest
 from alibabacloud_esa20240910 import models
 from alibabacloud_esa20240910.client import Client
@@ -89,6 +91,33 @@ def test_a_wrong_secret_is_refused(gateway):
         client(gateway, secret="wrong").get_routine(models.GetRoutineRequest(name="hello"))
     # Alibaba's own answer to a bad signature, which the SDK's callers already handle.
     assert (refused.value.status_code, refused.value.code) == (400, "SignatureDoesNotMatch")
+
+
+def test_an_unknown_access_key_is_alibabas_invalid_access_key_id_not_found(gateway):
+    config = Config(access_key_id="LTAI-nobody", access_key_secret=ALIBABA_SK, endpoint=f"127.0.0.1:{gateway.admin_port}", protocol="http")
+    with pytest.raises(ClientException) as refused:
+        Client(config).get_routine(models.GetRoutineRequest(name="hello"))
+    assert (refused.value.status_code, refused.value.code) == (404, "InvalidAccessKeyId.NotFound")
+
+
+def test_a_stale_timestamp_is_alibabas_invalid_timestamp_expired(gateway):
+    """The SDK signs the x-acs-date it is given; one from 2020 is outside the 15-minute window."""
+    params = Params(action="GetRoutine", version="2024-09-10", protocol="HTTP", pathname="/", method="POST",
+                    auth_type="AK", style="RPC", req_body_type="formData", body_type="json")
+    stale = OpenApiRequest(headers={"x-acs-date": "2020-01-01T00:00:00Z"}, body={"Name": "hello"})
+    with pytest.raises(ClientException) as refused:
+        client(gateway).call_api(params, stale, RuntimeOptions())
+    assert (refused.value.status_code, refused.value.code) == (400, "InvalidTimeStamp.Expired")
+
+
+def test_times_are_rfc_3339(gateway):
+    listed = client(gateway).list_routine_code_versions(models.ListRoutineCodeVersionsRequest(name="hello")).body
+    envs = client(gateway).get_routine(models.GetRoutineRequest(name="hello")).body.envs
+    deployed = [c.create_time for e in envs for c in e.code_deploy.code_versions]
+    assert listed.code_versions and deployed
+    for stamp in [c.create_time for c in listed.code_versions] + deployed:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert parsed.tzinfo is not None and parsed.year >= 2024, stamp
 
 
 def test_an_action_graygate_does_not_have_is_alibabas_invalid_action_not_found(gateway):

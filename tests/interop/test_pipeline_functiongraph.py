@@ -114,6 +114,13 @@ def test_its_configuration_is_read_and_changed(gateway):
 
 def test_a_version_is_published_only_from_the_code_that_was_tested(gateway):
     tested = digest_of(gateway)
+    # graygate forwards to a running HTTP service: a code package is refused, latest stays.
+    for code_type, code_url in (("obs", "https://bucket.obs.example.com/shop.zip"), ("url", "https://bucket.example.com/shop.zip"),
+                                ("zip", None), ("docker", gateway.url("build-b"))):
+        body = UpdateFunctionCodeRequestBody(code_type=code_type, code_url=code_url)
+        call = lambda: client(gateway).update_function_code(UpdateFunctionCodeRequest(function_urn=LATEST, body=body))  # noqa: E731
+        assert refused(call) == (400, "FSS.0400"), code_type
+    assert digest_of(gateway) == tested
     assert publish(gateway, "v1", tested).version == "v1"
     code = UpdateFunctionCodeRequestBody(code_type="url", code_url=gateway.url("build-b"))
     client(gateway).update_function_code(UpdateFunctionCodeRequest(function_urn=LATEST, body=code))
