@@ -7,6 +7,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct App {
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The access log's writer, joined at shutdown so that the last lines reach the file.
+    log_writer: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("cannot watch the TLS certificate's directory: {0}")]
     Watch(#[from] notify::Error),
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 // === impl App ===
@@ -64,6 +69,14 @@ impl App {
         let (shutdown, stop) = watch::channel(false);
         let settings = ConnSettings::from_config(&config);
 
+        let (access_log, log_writer) = match &config.access_log {
+            Some(settings) => {
+                let (log, writer) =
+                    AccessLog::start(settings, metrics.access_log_dropped()).map_err(StartError::AccessLog)?;
+                (Some(log), Some(writer))
+            }
+            None => (None, None),
+        };
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(scheme, data_addr));
         let gateway = Arc::new(Gateway::new(
@@ -77,6 +90,7 @@ impl App {
                 max_header_bytes: config.limits.max_header_bytes,
             },
             scheme,
+            access_log.clone(),
         ));
         let certificates = config.tls.clone().map(Certificates::load).transpose()?;
         let tls = certificates.as_ref().map(|c| c.server_config()).transpose()?;
@@ -111,10 +125,13 @@ impl App {
         if let Some(certificates) = certificates {
             tasks.push(reload::spawn_certificate_watcher(certificates, config.reload.clone(), stop.clone())?);
         }
+        if let Some(log) = access_log {
+            tasks.push(spawn_reopen_on_usr1(log, stop.clone()));
+        }
         tasks.extend(routes.spawn(config.reload.clone(), stop)?);
         let status = routes.status();
         tracing::info!(%data_addr, %admin_addr, store = status.mode, ready = status.ready, "graygate started");
-        Ok(App { data_addr, admin_addr, routes, metrics, shutdown, tasks })
+        Ok(App { data_addr, admin_addr, routes, metrics, shutdown, tasks, log_writer })
     }
 
     pub fn data_addr(&self) -> SocketAddr {
@@ -141,6 +158,13 @@ impl App {
                 tracing::error!(%error, "a server task failed");
             }
         }
+        // Every handle went with the tasks: the writer drains its queue and ends.
+        if let Some(writer) = self.log_writer {
+            let joined = tokio::task::spawn_blocking(move || writer.join());
+            if tokio::time::timeout(LOG_DRAIN, joined).await.is_err() {
+                tracing::warn!("the access log writer did not finish in time; its last lines may be lost");
+            }
+        }
         tracing::info!("graygate stopped");
     }
 
@@ -151,6 +175,9 @@ impl App {
         self.shutdown().await;
     }
 }
+
+/// How long shutdown waits for the access log's last lines (a blocked pipe never drains).
+const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The accept queue of each listener. `TcpListener::bind` asks for 128, which a burst of
 /// connections (or a moment at the descriptor limit, when accepts fail) overflows: the
@@ -182,6 +209,33 @@ fn default_public_url(scheme: &str, addr: SocketAddr) -> String {
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
     listener.local_addr().map_err(|source| StartError::Bind { addr, source })
+}
+
+/// SIGUSR1 reopens the log files (logrotate's `postrotate`, as for nginx).
+fn spawn_reopen_on_usr1(log: AccessLog, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut usr1 = match signal(SignalKind::user_defined1()) {
+                Ok(usr1) => usr1,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGUSR1: log files are not reopened on it");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = usr1.recv() => log.reopen(),
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (log, stop.changed().await);
+        }
+    })
 }
 
 /// SIGTERM and SIGINT, installed *before* the listeners open: a signal that arrives while

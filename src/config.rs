@@ -14,10 +14,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod etcd;
+mod logs;
 
 use etcd::{EtcdFile, etcd_settings};
 pub use etcd::{EtcdSettings, EtcdTls};
+use logs::{AccessLogFile, access_log_settings};
 
+use crate::access_log::AccessLogSettings;
 use crate::health::UpstreamPolicy;
 use crate::routes::ReadLimits;
 use crate::secret::{AccessKey, Secret};
@@ -55,6 +58,9 @@ struct ServerFile {
     /// triggers' `invoke_url`. Default: the listen address.
     #[serde(default)]
     public_url: Option<String>,
+    /// One line per request (off by default).
+    #[serde(default)]
+    access_log: Option<AccessLogFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +143,7 @@ pub struct ServerConfig {
     pub upstream_ca: Option<PathBuf>,
     /// The base of triggers' `invoke_url`; `None`: the bound listen address.
     pub public_url: Option<String>,
+    pub access_log: Option<AccessLogSettings>,
 }
 
 /// Where the routing state lives: one source per gateway.
@@ -325,6 +332,7 @@ impl ServerConfig {
                 Some(_) => return Err(invalid("public_url", "must be an http:// or https:// URL")),
                 None => None,
             },
+            access_log: raw.access_log.as_ref().map(|log| access_log_settings(log, file, base)).transpose()?,
         })
     }
 
@@ -347,6 +355,7 @@ impl ServerConfig {
             tls: None,
             upstream_ca: None,
             public_url: None,
+            access_log: None,
         };
         Self::from_raw(raw, "defaults", Path::new("."))
     }

@@ -5,6 +5,7 @@
 //! [`store`] publishes and [`reload`] keeps current, and [`proxy`] resolves each request and forwards it. [`admin`]
 //! and [`metrics`] sit beside them; [`app`] wires the lifecycle together.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;

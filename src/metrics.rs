@@ -28,6 +28,7 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     store_connected: IntGauge,
     store_revision: IntGauge,
+    access_log_dropped: IntCounter,
 }
 
 /// Handles for one (function, target, version) route.
@@ -110,6 +111,11 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(accept_errors.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "graygate_access_log_dropped_total",
+            "Access log lines dropped because the writer's queue was full (a slow disk or a blocked pipe)",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         for listener in ["data", "admin"] {
             accept_errors.with_label_values(&[listener]);
         }
@@ -128,6 +134,7 @@ impl Metrics {
             fallbacks,
             store_connected,
             store_revision,
+            access_log_dropped,
         })
     }
 
@@ -187,6 +194,11 @@ impl Metrics {
     /// A routing state that could not be read (I/O, out of file descriptors): not invalid.
     pub fn reload_unreadable(&self) {
         self.reloads.with_label_values(&["error"]).inc();
+    }
+
+    /// The counter of access log lines dropped on a full queue.
+    pub fn access_log_dropped(&self) -> IntCounter {
+        self.access_log_dropped.clone()
     }
 
     /// The counter of failed accepts on `listener` (`data` or `admin`).

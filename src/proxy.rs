@@ -26,11 +26,12 @@ use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::access_log::{AccessLog, Entry, RouteTaken};
 use crate::error::GatewayError;
 use crate::health::{UpstreamHealth, Verdict};
 use crate::metrics::RouteMetrics;
 use crate::metrics::{Metrics, UpstreamErrorKind};
-use crate::routing::{Resolved, RoutingTable, Unrouted, Upstream};
+use crate::routing::{Decision, Function, Resolved, RoutingTable, Trigger, Unrouted, Upstream, Version};
 use crate::store::RoutesStore;
 use body::{BodyFault, Fault, RequestBody, UpstreamBody};
 use upstream::{UpstreamClients, UpstreamError};
@@ -46,6 +47,7 @@ pub struct Gateway {
     limits: RequestLimits,
     /// `X-Forwarded-Proto` for requests on this listener.
     scheme: &'static str,
+    access_log: Option<AccessLog>,
 }
 
 /// Per-request limits, answered with JSON errors. hyper enforces twice these as a backstop
@@ -65,11 +67,15 @@ struct Prepared<'t> {
     routed: Routed<'t>,
 }
 
-/// The route a request took, for its metric and its `X-Graygate-Version`.
+/// The route a request took, for its metric, its `X-Graygate-Version` and its log line.
 #[derive(Clone, Copy)]
 struct Routed<'t> {
     metrics: &'t RouteMetrics,
-    version: &'t HeaderValue,
+    function: &'t Function,
+    trigger: &'t Trigger,
+    version: &'t Version,
+    decision: Decision,
+    fallback_from: Option<&'t Version>,
 }
 
 /// What one request came to, the upstream's answer or our error; `respond` turns it into
@@ -78,6 +84,14 @@ struct Outcome<'t> {
     /// `None` for a request refused before it had a route (its path is never a label).
     routed: Option<Routed<'t>>,
     answer: Result<Response<UpstreamBody>, GatewayError>,
+    /// What the exchange with the upstream took, for the access log.
+    exchange: Option<Exchange>,
+}
+
+/// The upstream side of a logged request.
+struct Exchange {
+    duration: Duration,
+    fault: Arc<BodyFault>,
 }
 
 /// A request `prepare` refused, and the route it had by then.
@@ -102,8 +116,9 @@ impl Gateway {
         default_timeout: Duration,
         limits: RequestLimits,
         scheme: &'static str,
+        access_log: Option<AccessLog>,
     ) -> Self {
-        Gateway { routes, clients, metrics, default_timeout, limits, scheme }
+        Gateway { routes, clients, metrics, default_timeout, limits, scheme, access_log }
     }
 
     /// Takes the gateway by `Arc` so that the future is all the server holds per request
@@ -112,11 +127,16 @@ impl Gateway {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
         let table = self.routes.current();
-        let outcome = match self.prepare(request, peer, &table, &request_id) {
-            Ok(prepared) => self.forward(prepared).await,
-            Err(Refused { routed, error }) => Outcome { routed, answer: Err(error) },
+        // Off by default: then nothing of the log is built or paid for.
+        let entry = match &self.access_log {
+            Some(log) if log.sampled() => Some(Box::new(Entry::begin(&request, peer, &request_id, started))),
+            _ => None,
         };
-        self.respond(outcome, &request_id, started)
+        let outcome = match self.prepare(request, peer, &table, &request_id) {
+            Ok(prepared) => self.forward(prepared, entry.is_some()).await,
+            Err(Refused { routed, error }) => Outcome { routed, answer: Err(error), exchange: None },
+        };
+        self.respond(outcome, &request_id, started, entry)
     }
 
     /// Checks the request, routes it and rewrites it for its upstream.
@@ -136,13 +156,13 @@ impl Gateway {
         if table.generation() == 0 {
             return Err(refuse(GatewayError::NotReady));
         }
-        let Resolved { function, trigger, version, route, remainder, fallback_from } =
+        let Resolved { function, trigger, version, route, remainder, fallback_from, decision } =
             match table.resolve(request.method(), &path, request.headers()) {
                 Ok(resolved) => resolved,
                 Err(Unrouted::NoTrigger | Unrouted::MethodNotAllowed) => return Err(refuse(GatewayError::NoRoute)),
             };
         let metrics = route.metrics.get_or_init(|| self.metrics.route(&function.name, &trigger.target, &version.name));
-        let routed = Routed { metrics, version: &version.header };
+        let routed = Routed { metrics, function, trigger, version, decision, fallback_from };
         let fail = |error| Refused { routed: Some(routed), error };
         if let Some(skipped) = fallback_from {
             self.metrics.alias_fallback(&function.name, &trigger.target, &skipped.name);
@@ -174,10 +194,11 @@ impl Gateway {
     }
 
     /// Sends the request under its timeout and judges the upstream by the answer.
-    async fn forward<'t>(&self, prepared: Prepared<'t>) -> Outcome<'t> {
+    async fn forward<'t>(&self, prepared: Prepared<'t>, logged: bool) -> Outcome<'t> {
         let Prepared { request, upstream, timeout, routed } = prepared;
         let health = &upstream.health;
         let fault = Arc::new(BodyFault::default());
+        let sent = logged.then(Instant::now);
         let answer = match tokio::time::timeout(timeout, self.exchange(request, upstream, &fault)).await {
             Ok(Ok(response)) => {
                 if matches!(response.status().as_u16(), 502..=504) {
@@ -201,11 +222,19 @@ impl Gateway {
                 Err(GatewayError::UpstreamTimeout)
             }
         };
-        Outcome { routed: Some(routed), answer }
+        let exchange = sent.map(|sent| Exchange { duration: sent.elapsed(), fault });
+        Outcome { routed: Some(routed), answer, exchange }
     }
 
     /// The one exit of every request.
-    fn respond(&self, outcome: Outcome<'_>, request_id: &HeaderValue, started: Instant) -> Response<ProxyBody> {
+    fn respond(
+        &self,
+        outcome: Outcome<'_>,
+        request_id: &HeaderValue,
+        started: Instant,
+        entry: Option<Box<Entry>>,
+    ) -> Response<ProxyBody> {
+        let error_code = outcome.answer.as_ref().err().map(GatewayError::code);
         let mut response = match outcome.answer {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
@@ -217,10 +246,28 @@ impl Gateway {
         };
         match outcome.routed {
             Some(routed) => {
-                response.headers_mut().insert(headers::X_GRAYGATE_VERSION, routed.version.clone());
+                response.headers_mut().insert(headers::X_GRAYGATE_VERSION, routed.version.header.clone());
                 self.metrics.record(routed.metrics, response.status(), started.elapsed());
             }
             None => self.metrics.record_unrouted(response.status()),
+        }
+        if let (Some(mut entry), Some(log)) = (entry, &self.access_log) {
+            entry.status = response.status().as_u16();
+            entry.error_code = error_code;
+            entry.route = outcome.routed.map(|routed| route_taken(&routed));
+            if let Some(exchange) = &outcome.exchange {
+                entry.upstream_duration = Some(exchange.duration);
+                entry.bytes_in = exchange.fault.received();
+                entry.retries = exchange.fault.retries();
+            }
+            match response.body_mut() {
+                // The line is written when the body has gone to the client (or the client went).
+                Either::Left(body) => body.log_on_end(entry, log.clone()),
+                Either::Right(body) => {
+                    entry.bytes_out = http_body::Body::size_hint(body).exact().unwrap_or(0);
+                    log.submit(&entry);
+                }
+            }
         }
         response
     }
@@ -268,6 +315,18 @@ fn failure(error: &UpstreamError, fault: &BodyFault) -> Failure {
             let kind = error.classify();
             Failure { kind: Some(kind), error: GatewayError::Upstream(kind) }
         }
+    }
+}
+
+fn route_taken(routed: &Routed<'_>) -> RouteTaken {
+    RouteTaken {
+        function: Arc::clone(&routed.function.name),
+        trigger: Arc::clone(&routed.trigger.path),
+        alias: routed.trigger.alias().cloned(),
+        version: Arc::clone(&routed.version.name),
+        decision: routed.decision,
+        fallback_from: routed.fallback_from.map(|v| Arc::clone(&v.name)),
+        upstream: Arc::clone(&routed.version.upstream.health),
     }
 }
 

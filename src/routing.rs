@@ -48,7 +48,8 @@ pub struct RoutingTable {
 pub type Retire = Arc<dyn Fn(Box<dyn Send>) + Send + Sync>;
 
 pub struct Function {
-    pub name: Box<str>,
+    /// Shared (not boxed) so that an access log line can hold it past the request.
+    pub name: Arc<str>,
     pub timeout: Option<Duration>,
     /// Index 0 is `latest`.
     versions: Box<[Version]>,
@@ -56,7 +57,7 @@ pub struct Function {
 }
 
 pub struct Version {
-    pub name: Box<str>,
+    pub name: Arc<str>,
     /// The name as a response header value (`X-Graygate-Version`), built once.
     pub header: http::HeaderValue,
     pub upstream: Upstream,
@@ -102,8 +103,8 @@ enum StickyKey {
 
 pub struct Trigger {
     pub name: Box<str>,
-    pub path: Box<str>,
-    pub target: Box<str>,
+    pub path: Arc<str>,
+    pub target: Arc<str>,
     function: u32,
     method: Option<Method>,
     /// A disabled trigger keeps its path (no other trigger can take it, no shorter prefix
@@ -130,6 +131,21 @@ pub struct Resolved<'t, 'r> {
     pub remainder: &'r str,
     /// The version the alias chose but could not use (its upstream is ejected).
     pub fallback_from: Option<&'t Version>,
+    /// Why this version: what the access log says.
+    pub decision: Decision,
+}
+
+/// How a request got its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The trigger names a version (or `latest`): there was nothing to choose.
+    Fixed,
+    /// The header rules of this slot's version matched (slot k ≥ 1: the k-th additional version).
+    Rule(Slot),
+    /// The sticky key hashed to this bucket (0..100).
+    Sticky(u8),
+    /// The weighted rotation's position in its 100-request cycle.
+    Rotation(u8),
 }
 
 /// Why a request has no route.
@@ -205,9 +221,9 @@ impl RoutingTable {
         }
         let function = &self.functions[trigger.function as usize];
         let version_at = |slot: Slot| &function.versions[usize::from(trigger.routes[usize::from(slot)].version)];
-        let mut slot = match trigger.alias {
+        let (mut slot, decision) = match trigger.alias {
             Some(alias) => function.aliases[alias as usize].choose(headers),
-            None => 0,
+            None => (0, Decision::Fixed),
         };
         let mut fallback_from = None;
         // An ejected additional version gives its share back to the alias's own version.
@@ -216,7 +232,7 @@ impl RoutingTable {
             slot = 0;
         }
         let route = &trigger.routes[usize::from(slot)];
-        Ok(Resolved { function, trigger, version: version_at(slot), route, remainder, fallback_from })
+        Ok(Resolved { function, trigger, version: version_at(slot), route, remainder, fallback_from, decision })
     }
 
     /// The version that serves a direct call of `target` (a version, `latest` or an alias)
@@ -226,7 +242,7 @@ impl RoutingTable {
         let function = self.function(name)?;
         if let Some(alias) = function.alias_named(target) {
             let version_at = |slot: Slot| function.versions.get(usize::from(*alias.versions.get(usize::from(slot))?));
-            let chosen = version_at(alias.choose(headers))?;
+            let chosen = version_at(alias.choose(headers).0)?;
             let own = version_at(0)?;
             let ejected = |v: &Version| v.upstream.health.is_ejected();
             let version = if ejected(chosen) && !ejected(own) { own } else { chosen };
@@ -262,6 +278,15 @@ impl Drop for RoutingTable {
     }
 }
 
+// === impl Trigger ===
+
+impl Trigger {
+    /// The alias this trigger routes to, if its target is one (not a version or `latest`).
+    pub fn alias(&self) -> Option<&Arc<str>> {
+        self.alias.map(|_| &self.target)
+    }
+}
+
 // === impl Function ===
 
 impl Function {
@@ -273,16 +298,19 @@ impl Function {
 // === impl Alias ===
 
 impl Alias {
-    fn choose(&self, headers: &HeaderMap) -> Slot {
+    /// Header rules first, then the sticky key, then the rotation.
+    fn choose(&self, headers: &HeaderMap) -> (Slot, Decision) {
         for (slot, rules) in self.strategy.iter() {
             if rules.matches(headers) {
-                return *slot;
+                return (*slot, Decision::Rule(*slot));
             }
         }
         if let Some(key) = self.sticky.as_ref().and_then(|s| s.find(headers)) {
-            return self.split.for_key(key);
+            let bucket = split::bucket_of(key);
+            return (self.split.for_bucket(bucket), Decision::Sticky(bucket as u8));
         }
-        self.split.next()
+        let (slot, position) = self.split.next();
+        (slot, Decision::Rotation(position))
     }
 }
 

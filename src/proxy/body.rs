@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -18,10 +18,16 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::pool::Lease;
+use crate::access_log::{AccessLog, Entry};
 
-/// What went wrong with a request body, if anything.
+/// What went wrong with a request body, if anything; and, for the access log, how much of
+/// it went upstream and how many times it was sent again on a fresh connection.
 #[derive(Debug, Default)]
-pub struct BodyFault(AtomicU8);
+pub struct BodyFault {
+    fault: AtomicU8,
+    received: AtomicU64,
+    retries: AtomicU8,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -55,13 +61,15 @@ pub struct UpstreamBody {
     lease: Option<Lease>,
     ended: bool,
     _permit: Option<OwnedSemaphorePermit>,
+    /// The request's access log line, written when the body ends or is dropped.
+    log: Option<(Box<Entry>, AccessLog)>,
 }
 
 // === impl BodyFault ===
 
 impl BodyFault {
     pub fn get(&self) -> Fault {
-        match self.0.load(Ordering::Relaxed) {
+        match self.fault.load(Ordering::Relaxed) {
             1 => Fault::TooLarge,
             2 => Fault::Client,
             _ => Fault::None,
@@ -74,7 +82,17 @@ impl BodyFault {
             Fault::TooLarge => 1,
             Fault::Client => 2,
         };
-        self.0.store(code, Ordering::Relaxed);
+        self.fault.store(code, Ordering::Relaxed);
+    }
+
+    /// Request body bytes read from the client.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Times the request went out again after a failed connect or a closed pooled connection.
+    pub fn retries(&self) -> u8 {
+        self.retries.load(Ordering::Relaxed)
     }
 }
 
@@ -91,9 +109,21 @@ impl RequestBody {
         RequestBody { inner: None, once: Some(bytes).filter(|b| !b.is_empty()), limit, seen: 0, fault: Arc::default() }
     }
 
-    /// No body at all (a retried request without one).
+    /// No body at all.
+    #[cfg(test)]
     pub fn empty() -> Self {
         RequestBody { inner: None, once: None, limit: 0, seen: 0, fault: Arc::default() }
+    }
+
+    /// No body at all, for the second try of a bodiless request: it shares this body's
+    /// bookkeeping (the retry is noted when it is sent).
+    pub fn retry(&self) -> Self {
+        RequestBody { inner: None, once: None, limit: 0, seen: 0, fault: Arc::clone(&self.fault) }
+    }
+
+    /// The request goes out again (the pool resends it on a fresh connection).
+    pub fn note_retry(&self) {
+        self.fault.retries.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -110,6 +140,7 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
+                    this.fault.received.store(this.seen, Ordering::Relaxed);
                     if this.seen > this.limit {
                         this.fault.set(Fault::TooLarge);
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge(this.limit))));
@@ -144,7 +175,12 @@ impl Body for RequestBody {
 
 impl UpstreamBody {
     pub fn new(inner: Incoming, lease: Option<Lease>, permit: Option<OwnedSemaphorePermit>) -> Self {
-        UpstreamBody { inner, lease, ended: false, _permit: permit }
+        UpstreamBody { inner, lease, ended: false, _permit: permit, log: None }
+    }
+
+    /// Counts the bytes sent to the client into `entry` and logs it when the body is done.
+    pub fn log_on_end(&mut self, entry: Box<Entry>, log: AccessLog) {
+        self.log = Some((entry, log));
     }
 }
 
@@ -159,6 +195,11 @@ impl Body for UpstreamBody {
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some((entry, _)), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
+                    entry.bytes_out += data.len() as u64;
+                }
+            }
             Poll::Ready(None) => this.ended = true,
             Poll::Ready(Some(Err(_))) => {
                 if let Some(lease) = this.lease.as_mut() {
@@ -185,6 +226,9 @@ impl Drop for UpstreamBody {
         // the middle of a message and is closed.
         if let Some(lease) = self.lease.take() {
             lease.release(self.ended || self.inner.is_end_stream());
+        }
+        if let Some((entry, log)) = self.log.take() {
+            log.submit(&entry);
         }
     }
 }

@@ -126,6 +126,7 @@ impl Http1Pool {
                 None => match Box::pin(self.connect(authority, host, port)).await {
                     Err(error) if retry_connect => {
                         tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
+                        request.body().note_retry();
                         Box::pin(self.connect(authority, host, port)).await?
                     }
                     connected => connected?,
@@ -134,7 +135,10 @@ impl Http1Pool {
             match exchange(conn, request).await {
                 Ok((response, conn)) => return Ok((response, self.lease(slot, conn))),
                 Err(mut refused) => match refused.take_message() {
-                    Some(unsent) if reused => request = unsent,
+                    Some(unsent) if reused => {
+                        unsent.body().note_retry();
+                        request = unsent;
+                    }
                     _ => return Err(refused.into_error().into()),
                 },
             }

@@ -136,7 +136,7 @@ impl UpstreamClients {
             // The legacy client consumes the request even when it cannot connect: keep what
             // a second try needs (a bodiless request is its head).
             let again = retry_connect.then(|| {
-                let mut again = Request::new(RequestBody::empty());
+                let mut again = Request::new(request.body().retry());
                 *again.method_mut() = request.method().clone();
                 *again.uri_mut() = request.uri().clone();
                 *again.headers_mut() = request.headers().clone();
@@ -145,6 +145,7 @@ impl UpstreamClients {
             match (self.legacy(protocol, request).await, again) {
                 (Err(error), Some(again)) if error.is_connect() => {
                     tracing::debug!(%error, "connect failed; retrying once on a fresh connection");
+                    again.body().note_retry();
                     Ok(self.legacy(protocol, again).await?)
                 }
                 (result, _) => Ok(result?),

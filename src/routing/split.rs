@@ -48,17 +48,23 @@ impl Split {
         Split { plan: Arc::new(Plan::new(additional)), cursor }
     }
 
-    /// The next slot of the rotation.
+    /// The next slot of the rotation, and its position in the cycle.
     #[inline]
-    pub fn next(&self) -> Slot {
-        let position = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.plan.schedule[(position % CYCLE as u64) as usize]
+    pub fn next(&self) -> (Slot, u8) {
+        let position = (self.cursor.fetch_add(1, Ordering::Relaxed) % CYCLE as u64) as usize;
+        (self.plan.schedule[position], position as u8)
     }
 
     /// The slot for a sticky key: the same key always lands in the same bucket.
     #[inline]
     pub fn for_key(&self, key: &[u8]) -> Slot {
-        self.plan.buckets[bucket_of(key)]
+        self.for_bucket(bucket_of(key))
+    }
+
+    /// The slot that owns a sticky bucket (0..100).
+    #[inline]
+    pub fn for_bucket(&self, bucket: usize) -> Slot {
+        self.plan.buckets[bucket % CYCLE]
     }
 
     pub fn cursor(&self) -> &Arc<AtomicU64> {

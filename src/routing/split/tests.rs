@@ -16,7 +16,7 @@ fn counts(picks: &[Slot], slots: usize) -> Vec<usize> {
 #[test]
 fn ninety_ten_is_exact_per_hundred_and_spread_out() {
     let s = split(&[10]);
-    let picks: Vec<Slot> = (0..100).map(|_| s.next()).collect();
+    let picks: Vec<Slot> = (0..100).map(|_| s.next().0).collect();
     assert_eq!(counts(&picks, 2), vec![90, 10]);
     // Spread: never two canary picks within 5 requests of each other.
     let positions: Vec<usize> = picks.iter().enumerate().filter(|(_, p)| **p == 1).map(|(i, _)| i).collect();
@@ -26,14 +26,14 @@ fn ninety_ten_is_exact_per_hundred_and_spread_out() {
 #[test]
 fn no_additional_version_always_picks_the_primary() {
     let s = split(&[]);
-    assert!((0..250).all(|_| s.next() == 0));
+    assert!((0..250).all(|_| s.next().0 == 0));
     assert!((0..250u32).all(|k| s.for_key(&k.to_le_bytes()) == 0));
 }
 
 #[test]
 fn full_weight_moves_everything_to_the_additional_version() {
     let s = split(&[100]);
-    assert!((0..250).all(|_| s.next() == 1));
+    assert!((0..250).all(|_| s.next().0 == 1));
 }
 
 #[test]
@@ -49,9 +49,9 @@ fn sticky_key_is_stable_and_matches_a_known_vector() {
 fn a_shared_cursor_continues_the_cycle_across_tables() {
     let cursor = Arc::new(AtomicU64::new(0));
     let first = Split::new(&[10], cursor.clone());
-    let mut picks: Vec<Slot> = (0..37).map(|_| first.next()).collect();
+    let mut picks: Vec<Slot> = (0..37).map(|_| first.next().0).collect();
     let second = Split::new(&[10], cursor);
-    picks.extend((0..63).map(|_| second.next()));
+    picks.extend((0..63).map(|_| second.next().0));
     assert_eq!(counts(&picks, 2), vec![90, 10]);
 }
 
@@ -64,7 +64,7 @@ proptest! {
         start in 0u64..10_000,
     ) {
         let s = Split::new(&weights, Arc::new(AtomicU64::new(start)));
-        let picks: Vec<Slot> = (0..100).map(|_| s.next()).collect();
+        let picks: Vec<Slot> = (0..100).map(|_| s.next().0).collect();
         let got = counts(&picks, weights.len() + 1);
         let extra: usize = weights.iter().map(|w| *w as usize).sum();
         prop_assert_eq!(got[0], 100 - extra);
@@ -77,7 +77,7 @@ proptest! {
     #[test]
     fn every_prefix_is_within_one(weight in 1u8..=99, n in 1usize..400) {
         let s = split(&[weight]);
-        let picks: Vec<Slot> = (0..n).map(|_| s.next()).collect();
+        let picks: Vec<Slot> = (0..n).map(|_| s.next().0).collect();
         let canary = counts(&picks, 2)[1] as f64;
         let ideal = n as f64 * f64::from(weight) / 100.0;
         prop_assert!((canary - ideal).abs() <= 1.0, "n={} canary={} ideal={}", n, canary, ideal);
@@ -112,7 +112,7 @@ fn splits_of_equal_weights_share_one_plan_and_keep_their_own_cursors() {
     let alone = Split::new(&[10], Arc::new(AtomicU64::new(0)));
     assert_eq!(first.plan.schedule, alone.plan.schedule);
     assert_eq!(first.plan.buckets, alone.plan.buckets);
-    let picks = |split: &Split| (0..100).map(|_| split.next()).collect::<Vec<_>>();
+    let picks = |split: &Split| (0..100).map(|_| split.next().0).collect::<Vec<_>>();
     assert_ne!(picks(&first)[..5], picks(&second)[..5], "each alias rotates from its own position");
     assert_eq!(picks(&other).iter().filter(|s| **s == 1).count(), 20);
 }
