@@ -9,6 +9,8 @@ pub mod auth;
 pub(crate) mod esa;
 pub(crate) mod functiongraph;
 mod own;
+mod status;
+mod ui;
 
 use std::sync::Arc;
 
@@ -20,10 +22,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::audit::Attribution;
 use crate::config::AdminSettings;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, ProxyBody};
-use crate::store::RoutesStore;
+use crate::routes::RoutesFile;
+use crate::store::{ApplyError, RoutesStore};
 use auth::{AuthError, Credentials, SignedRequest};
 
 pub type Reply = Response<ProxyBody>;
@@ -37,6 +41,7 @@ pub struct Admin {
     metrics: Metrics,
     credentials: Credentials,
     max_body_bytes: usize,
+    status: status::Status,
 }
 
 /// A management request, read whole.
@@ -48,6 +53,13 @@ pub struct AdminRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub request_id: String,
+}
+
+/// The store as one management request changes it: every change (or refusal) goes into the
+/// audit trail attributed to the request's caller, operation and subject.
+pub struct Editor<'a> {
+    store: &'a RoutesStore,
+    pub who: Attribution,
 }
 
 /// Which API a path belongs to (and so which error shape it gets).
@@ -73,10 +85,16 @@ impl Admin {
             routes,
             gateway,
             public_url,
-            metrics,
             credentials: Credentials::new(settings.tokens.clone(), settings.keys.clone(), settings.max_clock_skew),
             max_body_bytes: settings.max_body_bytes,
+            status: status::Status::new(metrics.clone()),
+            metrics,
         }
+    }
+
+    /// Keeps the last minute of traffic for the status page until shutdown.
+    pub fn spawn_sampler(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        self.status.spawn_sampler(shutdown)
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Reply {
@@ -106,7 +124,11 @@ impl Admin {
                     reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", text.into_bytes())
                 }
             }
-            "/metrics" | "/healthz" | "/readyz" => {
+            // The page itself is open (it holds no data); its data needs the admin token.
+            "/ui" | "/ui/" if read_only => ui::page(),
+            "/ui/app.js" if read_only => ui::script(),
+            "/ui/style.css" if read_only => ui::style(),
+            "/metrics" | "/healthz" | "/readyz" | "/ui" | "/ui/" | "/ui/app.js" | "/ui/style.css" => {
                 reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"method not allowed\n".to_vec())
             }
             _ => self.manage(request).await,
@@ -155,8 +177,11 @@ impl Admin {
             headers: &admin_request.headers,
             body: &admin_request.body,
         };
-        match self.credentials.authenticate(&signed, OffsetDateTime::now_utc()) {
-            Ok(scheme) => tracing::debug!(?scheme, path = %admin_request.path, "management call authenticated"),
+        let actor = match self.credentials.authenticate(&signed, OffsetDateTime::now_utc()) {
+            Ok(scheme) => {
+                tracing::debug!(?scheme, path = %admin_request.path, "management call authenticated");
+                Credentials::actor(&signed, scheme)
+            }
             Err(why) => {
                 tracing::info!(%why, path = %admin_request.path, "management call refused");
                 if family == Family::Esa
@@ -173,24 +198,56 @@ impl Admin {
                     &admin_request.request_id,
                 );
             }
-        }
-        match family {
+        };
+        let mut who = Attribution::new(actor, "");
+        who.request_id = Some(admin_request.request_id.clone());
+        let editor = Editor { store: &self.routes, who };
+        let mut reply = match family {
             Family::FunctionGraph => {
-                let context = functiongraph::Context {
-                    store: &self.routes,
-                    public_url: &self.public_url,
-                    gateway: &self.gateway,
-                };
-                functiongraph::handle(&context, &admin_request).await
+                let context =
+                    functiongraph::Context { store: editor, public_url: &self.public_url, gateway: &self.gateway };
+                functiongraph::handle(context, &admin_request).await
             }
-            Family::Esa => esa::handle(&self.routes, &admin_request).await,
-            Family::Graygate => own::handle(&self.routes, &admin_request),
+            Family::Esa => esa::handle(editor, &admin_request).await,
+            Family::Graygate => own::handle(editor, &admin_request, &self.status).await,
+        };
+        // Every answer names its request, as the audit trail records it.
+        if let Ok(id) = HeaderValue::from_str(&admin_request.request_id) {
+            reply.headers_mut().entry("x-request-id").or_insert(id);
         }
+        reply
     }
 
     /// True when no management call can ever succeed (no token and no key configured).
     pub fn has_credentials(&self) -> bool {
         !self.credentials.is_empty()
+    }
+}
+
+// === impl Editor ===
+
+impl Editor<'_> {
+    /// Runs `edit` through the store, attributed to this request.
+    pub async fn apply<T, E, F>(&self, edit: F) -> Result<T, ApplyError<E>>
+    where
+        F: Fn(&mut RoutesFile) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.store.apply(&self.who, edit).await
+    }
+
+    /// Records that this request's change was refused, and why (status, code, message).
+    pub async fn refused(&self, status: StatusCode, code: &str, message: &str) {
+        self.store.refused(&self.who, format!("{} {code}: {message}", status.as_u16())).await;
+    }
+}
+
+impl std::ops::Deref for Editor<'_> {
+    type Target = RoutesStore;
+
+    fn deref(&self) -> &RoutesStore {
+        self.store
     }
 }
 

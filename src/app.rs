@@ -63,9 +63,15 @@ impl App {
         let data_addr = local_addr(&data, config.listen)?;
         let admin_addr = local_addr(&admin, config.admin_listen)?;
         let identity = ReplicaIdentity::detect(data_addr, admin_addr);
-        let routes =
-            RoutesStore::open(&config.source, metrics.clone(), &config.reload, config.upstream.clone(), identity)
-                .await?;
+        let routes = RoutesStore::open(
+            &config.source,
+            metrics.clone(),
+            &config.reload,
+            config.upstream.clone(),
+            identity,
+            &config.audit_log,
+        )
+        .await?;
         let (shutdown, stop) = watch::channel(false);
         let settings = ConnSettings::from_config(&config);
 
@@ -107,6 +113,7 @@ impl App {
         ));
         let admin_state =
             Arc::new(Admin::new(Arc::clone(&routes), metrics.clone(), &config.admin, gateway, public_url));
+        let sampler = admin_state.spawn_sampler(stop.clone());
         if !admin_state.has_credentials() {
             tracing::warn!("no admin tokens or keys are configured: every management API call will be refused");
         }
@@ -121,13 +128,11 @@ impl App {
             server::AcceptErrors::new("admin", metrics.accept_errors("admin")),
             stop.clone(),
         ));
-        let mut tasks = vec![data_task, admin_task];
+        let mut tasks = vec![data_task, admin_task, sampler];
         if let Some(certificates) = certificates {
             tasks.push(reload::spawn_certificate_watcher(certificates, config.reload.clone(), stop.clone())?);
         }
-        if let Some(log) = access_log {
-            tasks.push(spawn_reopen_on_usr1(log, stop.clone()));
-        }
+        tasks.push(spawn_reopen_on_usr1(access_log, Arc::clone(&routes), stop.clone()));
         tasks.extend(routes.spawn(config.reload.clone(), stop)?);
         let status = routes.status();
         tracing::info!(%data_addr, %admin_addr, store = status.mode, ready = status.ready, "graygate started");
@@ -211,8 +216,12 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
     listener.local_addr().map_err(|source| StartError::Bind { addr, source })
 }
 
-/// SIGUSR1 reopens the log files (logrotate's `postrotate`, as for nginx).
-fn spawn_reopen_on_usr1(log: AccessLog, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// SIGUSR1 reopens the log files, access and audit (logrotate's `postrotate`, as for nginx).
+fn spawn_reopen_on_usr1(
+    log: Option<AccessLog>,
+    routes: Arc<RoutesStore>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -226,14 +235,19 @@ fn spawn_reopen_on_usr1(log: AccessLog, mut stop: watch::Receiver<bool>) -> Join
             };
             loop {
                 tokio::select! {
-                    _ = usr1.recv() => log.reopen(),
+                    _ = usr1.recv() => {
+                        if let Some(log) = &log {
+                            log.reopen();
+                        }
+                        routes.reopen_audit();
+                    }
                     _ = stop.changed() => return,
                 }
             }
         }
         #[cfg(not(unix))]
         {
-            let _ = (log, stop.changed().await);
+            let _ = (log, routes, stop.changed().await);
         }
     })
 }

@@ -18,9 +18,10 @@ mod logs;
 
 use etcd::{EtcdFile, etcd_settings};
 pub use etcd::{EtcdSettings, EtcdTls};
-use logs::{AccessLogFile, access_log_settings};
+use logs::{AccessLogFile, AuditLogFile, access_log_settings, audit_log_settings};
 
 use crate::access_log::AccessLogSettings;
+use crate::audit::AuditSettings;
 use crate::health::UpstreamPolicy;
 use crate::routes::ReadLimits;
 use crate::secret::{AccessKey, Secret};
@@ -61,6 +62,9 @@ struct ServerFile {
     /// One line per request (off by default).
     #[serde(default)]
     access_log: Option<AccessLogFile>,
+    /// The audit trail's file and retention.
+    #[serde(default)]
+    audit_log: Option<AuditLogFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +148,7 @@ pub struct ServerConfig {
     /// The base of triggers' `invoke_url`; `None`: the bound listen address.
     pub public_url: Option<String>,
     pub access_log: Option<AccessLogSettings>,
+    pub audit_log: AuditSettings,
 }
 
 /// Where the routing state lives: one source per gateway.
@@ -333,6 +338,7 @@ impl ServerConfig {
                 None => None,
             },
             access_log: raw.access_log.as_ref().map(|log| access_log_settings(log, file, base)).transpose()?,
+            audit_log: audit_log_settings(raw.audit_log.as_ref(), file, base)?,
         })
     }
 
@@ -356,6 +362,7 @@ impl ServerConfig {
             upstream_ca: None,
             public_url: None,
             access_log: None,
+            audit_log: None,
         };
         Self::from_raw(raw, "defaults", Path::new("."))
     }

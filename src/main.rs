@@ -84,11 +84,14 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Routes { command } => routes(command),
         Command::Serve { config } => {
-            init_logging();
             let config = match ServerConfig::load(&config) {
                 Ok(config) => config,
                 Err(error) => return fail(&error.to_string()),
             };
+            // stdout carries the access log then: the gateway's own log moves aside.
+            let access_to_stdout =
+                config.access_log.as_ref().is_some_and(|log| log.sink == graygate::access_log::Sink::Stdout);
+            init_logging(access_to_stdout);
             run_async(async move {
                 let stop = StopSignal::install();
                 let app = App::start(config).await.map_err(|e| e.to_string())?;
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Demo { listen, admin_listen, self_test } => {
-            init_logging();
+            init_logging(false);
             run_async(graygate::demo::run(listen, admin_listen, self_test))
         }
     }
@@ -134,10 +137,16 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging() {
+/// graygate's own log: stdout, or stderr when the access log has stdout.
+fn init_logging(to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if to_stderr {
+        log.with_writer(std::io::stderr).init();
+    } else {
+        log.init();
+    }
 }
 
 fn check(config_path: &std::path::Path) -> ExitCode {

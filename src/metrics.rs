@@ -4,6 +4,8 @@
 //! table (see `routing::Route`), so the request path does no label hashing for the common
 //! 200 answer; other status codes take the labelled lookup.
 
+pub mod window;
+
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -194,6 +196,11 @@ impl Metrics {
     /// A routing state that could not be read (I/O, out of file descriptors): not invalid.
     pub fn reload_unreadable(&self) {
         self.reloads.with_label_values(&["error"]).inc();
+    }
+
+    /// Loads of the routing state so far with this `result` (as `/metrics` says).
+    pub fn reloads_of(&self, result: &str) -> u64 {
+        self.reloads.with_label_values(&[result]).get()
     }
 
     /// The counter of access log lines dropped on a full queue.

@@ -8,6 +8,7 @@
 //! Errors from either stage carry the file name, the line and the field path, and all
 //! validation problems are reported at once.
 
+pub mod changes;
 pub mod edit;
 pub mod file;
 pub mod limits;

@@ -12,7 +12,6 @@
 //! on the background thread; [`RoutesStore::subscribe`] pushes every change of status.
 
 mod background;
-mod diff;
 pub mod etcd;
 mod file;
 mod persist;
@@ -26,6 +25,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::{self, Attribution, AuditSettings, Outcome, Record, Trail};
 use crate::config::{ReloadSettings, SourceSettings};
 use crate::health::UpstreamPolicy;
 use crate::metrics::Metrics;
@@ -52,6 +52,8 @@ pub struct RoutesStore {
     status: watch::Sender<StoreStatus>,
     identity: ReplicaIdentity,
     started_at: String,
+    /// This replica's audit file, and (for a routes file) the trail kept for queries.
+    trail: Arc<Trail>,
 }
 
 enum Source {
@@ -127,6 +129,8 @@ pub enum StoreError {
     Watch(#[from] notify::Error),
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("audit log: {0}")]
+    Audit(std::io::Error),
 }
 
 /// The revision a published table gets.
@@ -152,7 +156,9 @@ impl RoutesStore {
         reload: &ReloadSettings,
         policy: UpstreamPolicy,
         identity: ReplicaIdentity,
+        audit: &AuditSettings,
     ) -> Result<Arc<Self>, StoreError> {
+        let trail = Arc::new(Trail::open(audit).map_err(StoreError::Audit)?);
         let background = Background::start()?;
         let retire: Retire = {
             let background = background.clone();
@@ -203,6 +209,7 @@ impl RoutesStore {
             status,
             identity,
             started_at: crate::admin::now_text(),
+            trail,
         });
         if let Source::Etcd(etcd) = &store.source
             && ready
@@ -253,7 +260,9 @@ impl RoutesStore {
     /// replica's data plane as it returns. Edits are serialised; in a fleet, an edit that
     /// another replica's change overtook is re-run on the newer state, so its business
     /// rules (a name taken, a version gone) are checked against what it will change.
-    pub async fn apply<T, E, F>(&self, edit: F) -> Result<T, ApplyError<E>>
+    ///
+    /// The change is recorded in the audit trail, attributed to `who`, as part of its commit.
+    pub async fn apply<T, E, F>(&self, who: &Attribution, edit: F) -> Result<T, ApplyError<E>>
     where
         F: Fn(&mut RoutesFile) -> Result<T, E> + Send + Sync + 'static,
         T: Send + 'static,
@@ -262,8 +271,44 @@ impl RoutesStore {
         let edit: Arc<Edit<T, E>> = Arc::new(edit);
         let _serialised = self.edits.lock().await;
         match &self.source {
-            Source::File(source) => file::apply(self, source, edit).await,
-            Source::Etcd(source) => source.apply(self, edit).await,
+            Source::File(source) => file::apply(self, source, who, edit).await,
+            Source::Etcd(source) => source.apply(self, who, edit).await,
+        }
+    }
+
+    /// Records a change the API refused (`error`: the vendor's code and message).
+    pub async fn refused(&self, who: &Attribution, error: String) {
+        let record = who.refused(&self.identity.id, Outcome::Refused, error);
+        if let Source::Etcd(source) = &self.source {
+            source.store_record(self, &record).await;
+        }
+        self.keep(record).await;
+    }
+
+    /// The audit trail's records that match `filter`, newest first: this replica's for a
+    /// routes file, the whole fleet's in etcd.
+    pub fn audit(&self, filter: &audit::Filter) -> Vec<Record> {
+        match &self.source {
+            Source::File(_) => self.trail.query(filter),
+            Source::Etcd(source) => source.audit(filter),
+        }
+    }
+
+    /// Reopens the audit file (SIGUSR1).
+    pub fn reopen_audit(&self) {
+        self.trail.reopen();
+    }
+
+    /// Writes a committed (or refused) change's record to this replica's audit file, on the
+    /// background thread; for a routes file also keeps it for queries.
+    async fn keep(&self, record: Record) {
+        let trail = Arc::clone(&self.trail);
+        let written = record.clone();
+        if self.background.run(move || trail.write(&written)).await.is_err() {
+            tracing::error!(id = %record.id, "the audit record was not written: the background worker is gone");
+        }
+        if let Source::File(_) = &self.source {
+            self.trail.remember(record);
         }
     }
 

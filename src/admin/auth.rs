@@ -99,6 +99,24 @@ impl Credentials {
         if matched { Ok(Scheme::Token) } else { Err(AuthError::BadToken) }
     }
 
+    /// Who an authenticated request acts as, for the audit trail: `ak:{access key id}` for a
+    /// signature, a fingerprint of the token for `X-Auth-Token` (never a secret).
+    pub fn actor(request: &SignedRequest<'_>, scheme: Scheme) -> String {
+        let authorization = header_text(request.headers, "authorization").unwrap_or("");
+        let signed_by = |prefix: &str, separator: &str, names: [&str; 3]| {
+            let fields = authorization.strip_prefix(prefix)?;
+            parse_fields(fields, separator, names).ok().map(|[access, _, _]| format!("ak:{access}"))
+        };
+        let actor = match scheme {
+            Scheme::Token => {
+                request.headers.get("x-auth-token").map(|t| crate::audit::Attribution::token_actor(t.as_bytes()))
+            }
+            Scheme::HuaweiSdk => signed_by("SDK-HMAC-SHA256 ", ", ", ["Access", "SignedHeaders", "Signature"]),
+            Scheme::AlibabaAcs3 => signed_by("ACS3-HMAC-SHA256 ", ",", ["Credential", "SignedHeaders", "Signature"]),
+        };
+        actor.unwrap_or_else(|| "unknown".into())
+    }
+
     fn key(&self, id: &str) -> Result<&AccessKey, AuthError> {
         self.keys.iter().find(|k| k.id == id).ok_or(AuthError::UnknownKey)
     }

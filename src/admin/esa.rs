@@ -19,10 +19,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use time::macros::format_description;
 
-use super::{AdminRequest, Reply, json_reply};
+use super::{AdminRequest, Editor, Reply, json_reply};
 use crate::routes::edit::EditError;
 use crate::routes::{FunctionSpec, RoutesFile};
-use crate::store::{ApplyError, RoutesStore};
+use crate::store::ApplyError;
 pub(crate) use deploy::code_versions;
 
 const ENVS: [&str; 2] = ["staging", "production"];
@@ -49,7 +49,7 @@ fn routine_not_exist(name: &str) -> EsaError {
 
 type Params = HashMap<String, String>;
 
-pub async fn handle(store: &RoutesStore, request: &AdminRequest) -> Reply {
+pub async fn handle(mut store: Editor<'_>, request: &AdminRequest) -> Reply {
     let params = parameters(request);
     let action = request
         .headers
@@ -58,6 +58,10 @@ pub async fn handle(store: &RoutesStore, request: &AdminRequest) -> Reply {
         .map(str::to_owned)
         .or_else(|| params.get("Action").cloned())
         .unwrap_or_default();
+    store.who.operation = format!("esa:{action}");
+    store.who.function = params.get("Name").cloned();
+    store.who.alias = params.get("Env").cloned();
+    let store = &store;
     let result = match action.as_str() {
         "CreateRoutine" => routines::create(store, &params).await,
         "DeleteRoutine" => routines::delete(store, &params).await,
@@ -153,13 +157,22 @@ fn numeric_id() -> String {
     super::new_deployment_id()
 }
 
-/// Runs an edit through the store and maps its failures to ESA errors.
-async fn change<T, F>(store: &RoutesStore, edit: F) -> Result<T, EsaError>
+/// Runs an edit through the store and maps its failures to ESA errors; a refusal is
+/// recorded in the audit trail with its code.
+async fn change<T, F>(store: &Editor<'_>, edit: F) -> Result<T, EsaError>
 where
     F: Fn(&mut RoutesFile) -> Result<T, EsaError> + Send + Sync + 'static,
     T: Send + 'static,
 {
-    store.apply(edit).await.map_err(|e| match e {
+    let result = store.apply(edit).await.map_err(esa_refusal);
+    if let Err(e) = &result {
+        store.refused(e.status, e.code, &e.message).await;
+    }
+    result
+}
+
+fn esa_refusal(e: ApplyError<EsaError>) -> EsaError {
+    match e {
         ApplyError::Rejected(e) => e,
         ApplyError::Invalid(issues) => {
             invalid(issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))
@@ -189,7 +202,7 @@ where
                 message: "internal error".into(),
             }
         }
-    })
+    }
 }
 
 /// ESA's codes for the edit layer's refusals (its API page: business errors are 400s).

@@ -12,7 +12,7 @@
 mod aliases;
 mod functions;
 pub(crate) mod model;
-mod precondition;
+pub(crate) mod precondition;
 mod triggers;
 mod versions;
 mod view;
@@ -20,11 +20,12 @@ mod view;
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::{AdminRequest, Reply, fg_error};
+use super::{AdminRequest, Editor, Reply, fg_error};
+use crate::audit::Attribution;
 use crate::proxy::Gateway;
 use crate::routes::edit::EditError;
 use crate::routes::{FunctionSpec, RoutesFile};
-use crate::store::{ApplyError, RoutesStore};
+use crate::store::ApplyError;
 use precondition::IfMatch;
 
 /// A FunctionGraph error: `{"error_code", "error_msg"}` with its HTTP status.
@@ -71,25 +72,65 @@ struct Urn {
 /// What a handler needs besides the request: the store, and the data plane's public URL
 /// and the gateway itself, for triggers' `invoke_url` and for `invoke_function`.
 pub struct Context<'a> {
-    pub store: &'a RoutesStore,
+    pub store: Editor<'a>,
     pub public_url: &'a str,
     pub gateway: &'a Gateway,
 }
 
-pub async fn handle(context: &Context<'_>, request: &AdminRequest) -> Reply {
-    match dispatch(context, request).await {
+pub async fn handle(mut context: Context<'_>, request: &AdminRequest) -> Reply {
+    let segments = match decode_segments(&request.path) {
+        Ok(segments) => segments,
+        Err(e) => return fg_error(e.status, e.code, &e.message, &request.request_id),
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    attribute(&mut context.store.who, &segments, &request.method);
+    match dispatch(&context, &segments, request).await {
         Ok(reply) => reply,
         Err(e) => fg_error(e.status, e.code, &e.message, &request.request_id),
     }
 }
 
-async fn dispatch(context: &Context<'_>, request: &AdminRequest) -> Result<Reply, FgError> {
-    let store = context.store;
-    let segments = decode_segments(&request.path)?;
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+/// Names the SDK operation a request is, and what it is about, for the audit trail.
+fn attribute(who: &mut Attribution, segments: &[&str], method: &Method) {
+    let rest = match segments {
+        ["", "v2", _, "fgs", rest @ ..] => rest,
+        _ => return,
+    };
+    let qualified = |urn: &str| urn.split(':').count() == 8;
+    let operation = match (rest, method) {
+        (["functions"], &Method::POST) => "CreateFunction",
+        (["functions", urn], &Method::DELETE) if qualified(urn) => "DeleteFunctionVersion",
+        (["functions", _], &Method::DELETE) => "DeleteFunction",
+        (["functions", _, "config"], &Method::PUT) => "UpdateFunctionConfig",
+        (["functions", _, "code"], &Method::PUT) => "UpdateFunctionCode",
+        (["functions", _, "versions"], &Method::POST) => "CreateFunctionVersion",
+        (["functions", _, "aliases"], &Method::POST) => "CreateVersionAlias",
+        (["functions", _, "aliases", _], &Method::PUT) => "UpdateVersionAlias",
+        (["functions", _, "aliases", _], &Method::DELETE) => "DeleteVersionAlias",
+        (["triggers", _], &Method::POST) => "CreateFunctionTrigger",
+        (["triggers", _], &Method::DELETE) => "BatchDeleteFunctionTriggers",
+        (["triggers", _, _, _], &Method::PUT) => "UpdateTrigger",
+        (["triggers", _, _, _], &Method::DELETE) => "DeleteFunctionTrigger",
+        _ => "",
+    };
+    who.operation = format!("functiongraph:{operation}");
+    if let [_, urn, tail @ ..] = rest {
+        let parts: Vec<&str> = urn.split(':').collect();
+        who.function = Some(parts.get(6).copied().unwrap_or(urn).to_owned());
+        who.alias = parts.get(7).and_then(|q| q.strip_prefix('!')).map(str::to_owned);
+        match (rest.first(), tail) {
+            (Some(&"functions"), ["aliases", name]) => who.alias = Some((*name).to_owned()),
+            (Some(&"triggers"), [_, id]) => who.trigger = Some((*id).to_owned()),
+            _ => {}
+        }
+    }
+}
+
+async fn dispatch(context: &Context<'_>, segments: &[&str], request: &AdminRequest) -> Result<Reply, FgError> {
+    let store = &context.store;
     let routes = store.current();
     let spec = routes.source().spec();
-    let (project, rest) = match segments.as_slice() {
+    let (project, rest) = match segments {
         ["", "v2", project, "fgs", rest @ ..] => (*project, rest),
         _ => return Err(no_such_api()),
     };
@@ -231,13 +272,22 @@ pub(crate) fn body<T: DeserializeOwned>(request: &AdminRequest) -> Result<T, FgE
     })
 }
 
-/// Runs a change through the store and maps its failures to FunctionGraph errors.
-async fn change<T, F>(store: &RoutesStore, apply: F) -> Result<T, FgError>
+/// Runs a change through the store and maps its failures to FunctionGraph errors; a
+/// refusal is recorded in the audit trail with its code.
+async fn change<T, F>(store: &Editor<'_>, apply: F) -> Result<T, FgError>
 where
     F: Fn(&mut RoutesFile) -> Result<T, FgError> + Send + Sync + 'static,
     T: Send + 'static,
 {
-    store.apply(apply).await.map_err(|e| match e {
+    let result = store.apply(apply).await.map_err(fg_refusal);
+    if let Err(e) = &result {
+        store.refused(e.status, e.code, &e.message).await;
+    }
+    result
+}
+
+fn fg_refusal(e: ApplyError<FgError>) -> FgError {
+    match e {
         ApplyError::Rejected(e) => e,
         ApplyError::Invalid(issues) => {
             bad("FSS.0400", issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; "))
@@ -255,7 +305,7 @@ where
             tracing::error!(%why, "management change failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", "internal error")
         }
-    })
+    }
 }
 
 /// FunctionGraph's codes for the edit layer's refusals.

@@ -1,4 +1,5 @@
-//! The `access_log` block of graygate.yaml: its raw serde form and its validated settings.
+//! The `access_log` and `audit_log` blocks of graygate.yaml: their raw serde forms and
+//! their validated settings.
 
 use std::path::{Path, PathBuf};
 
@@ -6,6 +7,7 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use crate::access_log::{AccessLogSettings, Format, Sink};
+use crate::audit::AuditSettings;
 
 /// Lines queued for the writer before new ones are dropped (about 4 MiB of JSON lines).
 const DEFAULT_BUFFER: usize = 8192;
@@ -65,4 +67,42 @@ pub(super) fn access_log_settings(
         FormatFile::Combined => Format::Combined,
     };
     Ok(AccessLogSettings { sink, format, sample: raw.sample, buffer: raw.buffer })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuditLogFile {
+    /// A JSON lines file (relative to the directory of graygate.yaml); without one the
+    /// trail is still kept (in memory, or in etcd) and queryable.
+    #[serde(default)]
+    path: Option<String>,
+    /// Records kept for `GET /graygate/v1/audit` (and in etcd), the oldest dropped first.
+    #[serde(default = "default_retain")]
+    retain: usize,
+}
+
+fn default_retain() -> usize {
+    AuditSettings::default().retain
+}
+
+pub(super) fn audit_log_settings(
+    raw: Option<&AuditLogFile>,
+    file: &str,
+    base: &Path,
+) -> Result<AuditSettings, ConfigError> {
+    let Some(raw) = raw else { return Ok(AuditSettings::default()) };
+    let invalid =
+        |field, message: &str| ConfigError::Invalid { file: file.to_owned(), field, message: message.to_owned() };
+    if !(1..=100_000).contains(&raw.retain) {
+        return Err(invalid("audit_log.retain", "must be between 1 and 100000"));
+    }
+    let path = match raw.path.as_deref() {
+        None => None,
+        Some("") => return Err(invalid("audit_log.path", "must be a file")),
+        Some(path) => {
+            let path = PathBuf::from(path);
+            Some(if path.is_absolute() { path } else { base.join(path) })
+        }
+    };
+    Ok(AuditSettings { path, retain: raw.retain })
 }

@@ -28,12 +28,13 @@ pub use client::{EtcdClient, EtcdError};
 pub use fleet::{ReplicaIdentity, ReplicaRecord};
 use layout::Layout;
 use mirror::Mirror;
-use wire::{KeyValue, RangeRequest};
+use wire::{Compare, KeyValue, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
-use super::diff::Changes;
 use super::{ApplyError, Edit, ReloadOutcome, RoutesStore, Stamp, StoreError, compile_over, snapshot};
+use crate::audit::{Attribution, Filter, Outcome, Record};
 use crate::config::EtcdSettings;
 use crate::metrics::Metrics;
+use crate::routes::changes::Changes;
 use crate::routes::{RoutesError, ValidRoutes};
 
 /// Keys per page of a listing (a 10,000-function state is ten pages).
@@ -61,7 +62,8 @@ pub(super) struct Shared {
 /// A consistent listing of the fleet's keys at one revision.
 struct Listing {
     routes: Vec<KeyValue>,
-    replicas: Vec<KeyValue>,
+    /// The replicas' registrations and the audit trail.
+    others: Vec<KeyValue>,
     revision: i64,
     cluster_id: String,
 }
@@ -164,9 +166,20 @@ impl EtcdSource {
     pub(super) async fn apply<T: Send + 'static, E: Send + 'static>(
         &self,
         store: &RoutesStore,
+        who: &Attribution,
         edit: Arc<Edit<T, E>>,
     ) -> Result<T, ApplyError<E>> {
-        commit::apply(store, &self.shared, edit).await
+        commit::apply(store, &self.shared, who, edit).await
+    }
+
+    /// Stores a record that comes with no change (a refusal, an edit that changed nothing).
+    pub(super) async fn store_record(&self, store: &RoutesStore, record: &Record) {
+        self.shared.store_record(store, record).await;
+    }
+
+    /// The fleet's audit trail, as this replica's mirror holds it.
+    pub(super) fn audit(&self, filter: &Filter) -> Vec<Record> {
+        self.shared.lock().audit(filter)
     }
 
     /// Writes the snapshot of `table` on the background thread (the newest request wins).
@@ -211,7 +224,7 @@ impl Shared {
             tracing::warn!(from = %mirror.cluster_id, to = %listing.cluster_id, "etcd is another cluster now");
         }
         mirror.cluster_id = listing.cluster_id;
-        mirror.reconcile(listing.routes, listing.replicas, listing.revision);
+        mirror.reconcile(listing.routes, listing.others, listing.revision);
         Ok(())
     }
 
@@ -219,8 +232,10 @@ impl Shared {
         let (start, end) = self.layout.routes();
         let (routes, revision, cluster_id) = self.list_range(start, end, 0).await?;
         let (start, end) = self.layout.replicas();
-        let (replicas, _, _) = self.list_range(start, end, revision).await?;
-        Ok(Listing { routes, replicas, revision, cluster_id })
+        let (mut others, _, _) = self.list_range(start, end, revision).await?;
+        let (start, end) = self.layout.audits();
+        others.extend(self.list_range(start, end, revision).await?.0);
+        Ok(Listing { routes, others, revision, cluster_id })
     }
 
     /// Every key of `[start, end)` at `revision` (0: the current one), a page at a time.
@@ -281,6 +296,51 @@ impl Shared {
 
     fn forget_echo(&self) {
         *self.pending_echo.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Puts a record in the fleet's trail on its own (best effort: when etcd does not take
+    /// it, the record is still in this replica's audit file and log).
+    async fn store_record(&self, store: &RoutesStore, record: &Record) {
+        let overflow = self.lock().audit_overflow(store.trail.retain().saturating_sub(1), commit::PRUNE);
+        let (ops, writes) = match commit::record_ops(&self.layout, record, &overflow) {
+            Ok(built) => built,
+            Err(error) => return tracing::error!(%error, "cannot encode an audit record"),
+        };
+        match self.client.txn(&TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() }).await {
+            Ok(answer) => {
+                self.lock().apply_own(writes, answer.header.revision);
+            }
+            Err(error) => {
+                tracing::warn!(%error, id = %record.id, "the audit record is not in etcd; it is in this replica's audit log")
+            }
+        }
+    }
+
+    /// Records a change of the state in etcd that no graygate made (etcdctl): whichever
+    /// replica gets there first writes it, under a key named after the change's revision.
+    async fn record_hand_edit(&self, store: &RoutesStore, mut record: Record, revision: i64) {
+        record.id = format!("{revision:016}-etcd");
+        record.revision = u64::try_from(revision).ok();
+        let key = self.layout.audit(&record.id);
+        let Ok(value) = serde_json::to_vec(&record) else { return };
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                key: key.clone().into_bytes(),
+                range_end: Vec::new(),
+                target: "CREATE",
+                result: "EQUAL",
+                mod_revision: None,
+                create_revision: Some(0),
+                version: None,
+            }],
+            success: vec![RequestOp::Put(PutRequest { key: key.into_bytes(), value, lease: 0 })],
+            failure: Vec::new(),
+        };
+        match self.client.txn(&txn).await {
+            Ok(answer) if answer.succeeded => store.keep(record).await,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, revision, "cannot record a hand edit of etcd in the audit trail"),
+        }
     }
 
     fn save_snapshot(&self, store: &RoutesStore, table: &Arc<crate::routing::RoutingTable>) {
@@ -356,27 +416,54 @@ async fn sync(store: &RoutesStore, shared: &Shared) -> ReloadOutcome {
             Ok(built) => built,
             Err(lost) => Err(RoutesError::single(&shared.settings.prefix, None, "", lost.to_string())),
         };
-        let mut mirror = shared.lock();
-        if mirror.settled == version {
-            // Another sync (the watch's, or an edit's) published this version meanwhile.
-            return ReloadOutcome::Unchanged;
-        }
-        if mirror.version != version {
-            continue;
-        }
-        mirror.settled = version;
-        let revision = u64::try_from(mirror.state_revision).unwrap_or(0);
-        match built {
-            Ok((table, changes)) => {
-                let generation = store.publish(table, Stamp::At(revision));
-                drop(mirror);
+        // The decision to publish and the publication happen under the mirror's lock.
+        let (published, by_hand, state_revision, revision) = {
+            let mut mirror = shared.lock();
+            if mirror.settled == version {
+                // Another sync (the watch's, or an edit's) published this version meanwhile.
+                return ReloadOutcome::Unchanged;
+            }
+            if mirror.version != version {
+                continue;
+            }
+            mirror.settled = version;
+            let revision = u64::try_from(mirror.state_revision).unwrap_or(0);
+            let published = built.map(|(table, changes)| {
+                let before = store.current();
+                (store.publish(table, Stamp::At(revision)), changes, before)
+            });
+            (published, !mirror.audited_at(mirror.state_revision), mirror.state_revision, revision)
+        };
+        match published {
+            Ok((generation, changes, before)) => {
                 tracing::info!(generation, revision, changes = %changes, "routes changed in etcd");
                 shared.save_snapshot(store, &store.current());
+                if by_hand && before.generation() > 0 && before.revision() > 0 {
+                    let (after, replica) = (store.current(), store.replica_id().to_owned());
+                    let built = store.background.run(move || {
+                        Attribution::new("etcd", "etcd put").record(
+                            &replica,
+                            Outcome::Applied,
+                            before.source().spec(),
+                            after.source().spec(),
+                        )
+                    });
+                    if let Ok(record) = built.await {
+                        shared.record_hand_edit(store, record, state_revision).await;
+                    }
+                }
                 return ReloadOutcome::Applied { generation };
             }
             Err(error) => {
-                drop(mirror);
                 store.reject(revision, &error);
+                if by_hand {
+                    let record = Attribution::new("etcd", "etcd put").refused(
+                        store.replica_id(),
+                        Outcome::Rejected,
+                        error.to_string(),
+                    );
+                    shared.record_hand_edit(store, record, state_revision).await;
+                }
                 return ReloadOutcome::Rejected(error);
             }
         }

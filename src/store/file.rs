@@ -15,10 +15,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::diff::Changes;
 use super::{ApplyError, Edit, ReloadOutcome, RoutesStore, Stamp, StoreError, compile_over, persist, run_edit};
+use crate::audit::{Attribution, Outcome};
 use crate::config::ReloadSettings;
 use crate::health::UpstreamPolicy;
+use crate::routes::changes::Changes;
 use crate::routes::{self, ReadLimits, RoutesError, RoutesFile, ValidRoutes};
 use crate::routing::RoutingTable;
 
@@ -56,7 +57,8 @@ struct Known {
 
 enum Loaded {
     Unchanged,
-    Compiled(u64, Box<RoutingTable>, Changes),
+    /// The new table, and who wrote the file (a hand edit, or `routes push`).
+    Compiled(u64, Box<RoutingTable>, Changes, Box<Attribution>),
     Rejected(u64, RoutesError),
     Unreadable(RoutesError),
 }
@@ -101,15 +103,27 @@ pub(super) async fn reload(store: &RoutesStore, source: &FileSource, force: bool
             store.metrics.reload_unchanged();
             ReloadOutcome::Unchanged
         }
-        Loaded::Compiled(content_hash, table, changes) => {
+        Loaded::Compiled(content_hash, table, changes, by) => {
             source.set_known(Known { applied_hash: content_hash, rejected_hash: None });
+            let replica = store.replica_id().to_owned();
+            let before = store.current();
+            let after = Arc::clone(table.source());
             let generation = store.publish(*table, Stamp::Next);
-            tracing::info!(generation, changes = %changes, "routes reloaded from the file");
+            tracing::info!(generation, changes = %changes, actor = %by.actor, "routes reloaded from the file");
+            let built = store
+                .background
+                .run(move || by.record(&replica, Outcome::Applied, before.source().spec(), after.spec()));
+            if let Ok(mut record) = built.await {
+                record.revision = Some(generation);
+                store.keep(record).await;
+            }
             ReloadOutcome::Applied { generation }
         }
         Loaded::Rejected(content_hash, error) => {
             store.reject(store.current().revision(), &error);
             source.set_known(Known { rejected_hash: Some(content_hash), ..known });
+            let record = Attribution::file().refused(store.replica_id(), Outcome::Rejected, error.to_string());
+            store.keep(record).await;
             ReloadOutcome::Rejected(error)
         }
         Loaded::Unreadable(error) => {
@@ -125,30 +139,45 @@ pub(super) async fn reload(store: &RoutesStore, source: &FileSource, force: bool
 pub(super) async fn apply<T: Send + 'static, E: Send + 'static>(
     store: &RoutesStore,
     source: &FileSource,
+    who: &Attribution,
     edit: Arc<Edit<T, E>>,
 ) -> Result<T, ApplyError<E>> {
     let reading = Reading { settle: Duration::ZERO, ..source.reading.clone() };
     let (previous, known, policy) = (store.current(), source.known(), store.policy.clone());
+    let (who, replica) = (who.clone(), store.replica_id().to_owned());
     let work = store
         .background
         .run(move || {
             let adopted = match load(&reading, &previous, known, false, &policy) {
-                Loaded::Compiled(_, table, _) => Some(table),
+                Loaded::Compiled(_, table, _, by) => {
+                    let record = by.record(&replica, Outcome::Applied, previous.source().spec(), table.source().spec());
+                    Some((table, record))
+                }
                 Loaded::Unchanged | Loaded::Rejected(..) | Loaded::Unreadable(_) => None,
             };
-            let base: &RoutingTable = adopted.as_deref().unwrap_or(&previous);
+            let base: &RoutingTable = adopted.as_ref().map_or(&previous, |(table, _)| table);
             let (value, valid) = run_edit(base.source().spec(), &*edit)?;
             let changes = Changes::between(base.source().spec(), valid.spec());
+            let outcome = if changes.is_empty() { Outcome::Unchanged } else { Outcome::Applied };
+            let record = who.record(&replica, outcome, base.source().spec(), valid.spec());
             let text = render(valid.spec()).map_err(ApplyError::Internal)?;
             let table = compile_over(valid, base, &policy).map_err(|e| ApplyError::Internal(e.to_string()))?;
             persist::write_atomically(&reading.path, text.as_bytes()).map_err(ApplyError::Write)?;
-            Ok((value, hash(text.as_bytes()), table, changes))
+            Ok((value, hash(text.as_bytes()), table, changes, record, adopted.map(|(_, record)| record)))
         })
         .await;
-    let (value, content_hash, table, changes) = work.map_err(|lost| ApplyError::Internal(lost.to_string()))??;
+    let (value, content_hash, table, changes, mut record, hand_edit) =
+        work.map_err(|lost| ApplyError::Internal(lost.to_string()))??;
     source.set_known(Known { applied_hash: content_hash, rejected_hash: None });
     let generation = store.publish(table, Stamp::Next);
     tracing::info!(generation, changes = %changes, "routes changed through the management API");
+    if let Some(mut hand_edit) = hand_edit {
+        // The hand edit was live for this edit only: it shares the edit's generation.
+        hand_edit.revision = Some(generation);
+        store.keep(hand_edit).await;
+    }
+    record.revision = Some(generation);
+    store.keep(record).await;
     Ok(value)
 }
 
@@ -196,6 +225,27 @@ fn log_outcome(source: &FileSource, outcome: &ReloadOutcome, forced: bool) {
             }
         }
     }
+}
+
+/// The first line `graygate routes push` writes: who pushed, and a hash of the rest of the
+/// file, so that a later hand edit (which changes the rest) is not taken for the push.
+const PUSH_MARK: &str = "# graygate routes push by ";
+
+/// The text `routes push` writes: the pushed file under a line naming its pusher.
+pub(super) fn with_push_mark(text: &str, actor: &str) -> String {
+    format!("{PUSH_MARK}{actor} xxh3={:016x}\n{text}", hash(text.as_bytes()))
+}
+
+/// Who pushed the file, if it is exactly what `routes push` wrote.
+fn pushed_by(path: &Path, content_hash: u64, limits: &ReadLimits) -> Option<Attribution> {
+    let text = String::from_utf8(routes::read_within(path, limits).ok()?).ok()?;
+    // The file read now must still be the content that was parsed.
+    if hash(text.as_bytes()) != content_hash {
+        return None;
+    }
+    let (mark, rest) = text.split_once('\n')?;
+    let (actor, digest) = mark.strip_prefix(PUSH_MARK)?.rsplit_once(" xxh3=")?;
+    (format!("{:016x}", hash(rest.as_bytes())) == digest).then(|| Attribution::new(actor, "routes push"))
 }
 
 /// The routes file as the management API writes it.
@@ -258,8 +308,9 @@ fn load(reading: &Reading, previous: &RoutingTable, known: Known, force: bool, p
         }
     };
     let changes = Changes::between(previous.source().spec(), valid.spec());
+    let by = pushed_by(path, content_hash, limits).unwrap_or_else(Attribution::file);
     match compile_over(valid, previous, policy) {
-        Ok(table) => Loaded::Compiled(content_hash, Box::new(table), changes),
+        Ok(table) => Loaded::Compiled(content_hash, Box::new(table), changes, Box::new(by)),
         Err(error) => Loaded::Rejected(content_hash, RoutesError::single(&name, None, "", error.to_string())),
     }
 }

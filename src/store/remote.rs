@@ -14,6 +14,7 @@ use super::etcd::layout::{self, FORMAT, Head, Layout};
 use super::etcd::wire::{Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use super::etcd::{EtcdClient, EtcdError};
 use super::persist;
+use crate::audit::{Attribution, Outcome};
 use crate::config::{EtcdSettings, SourceSettings};
 use crate::routes::{FunctionSpec, ReadLimits, RoutesFile, ValidRoutes};
 
@@ -72,7 +73,8 @@ pub async fn push(
             if ValidRoutes::load(path, limits).is_ok_and(|current| current == *routes) {
                 return Ok(Pushed::Unchanged { revision: 0 });
             }
-            persist::write_atomically(path, text.as_bytes())
+            let marked = super::file::with_push_mark(text, &Attribution::cli("routes push").actor);
+            persist::write_atomically(path, marked.as_bytes())
                 .map_err(|e| RemoteError::Refused(format!("{}: {e}", path.display())))?;
             Ok(Pushed::Stored { revision: 0, functions: routes.spec().functions.len() })
         }
@@ -147,9 +149,15 @@ async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<
             ..compare_on_bytes(start, "MOD", "LESS")
         });
     }
+    let empty = RoutesFile { functions: Vec::new(), ..wanted.clone() };
+    let before = stored.routes.as_ref().unwrap_or(&empty);
+    let record = Attribution::cli("routes push").record("cli", Outcome::Applied, before, &wanted);
+    let record_value = serde_json::to_vec(&record).map_err(|e| RemoteError::Refused(e.to_string()))?;
     let flip = TxnRequest {
         compare,
         success: vec![
+            // The push's audit record, committed with it.
+            RequestOp::Put(PutRequest { key: layout.audit(&record.id).into_bytes(), value: record_value, lease: 0 }),
             RequestOp::Put(PutRequest {
                 key: layout.head().into_bytes(),
                 value: serde_json::to_vec(&head).map_err(|e| RemoteError::Refused(e.to_string()))?,

@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod auth;
 mod durability;
 mod errors;

@@ -2,6 +2,7 @@
 //! environment, show, list and delete them. A code version is a published version of the
 //! routine's function, named with ESA's numeric ids.
 
+use crate::admin::Editor;
 use serde_json::{Value, json};
 
 use super::{ENVS, EsaError, Params, change, env_of, invalid, numeric_id, page, required, rfc3339, routine};
@@ -37,7 +38,7 @@ fn version_view(function: &FunctionSpec, version: &VersionSpec) -> Value {
 
 /// `CommitRoutineStagingCode`: the staging code becomes a new code version; with
 /// `DeployEnv` it is also deployed there at 100 %, in the same change.
-pub async fn commit(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
+pub async fn commit(store: &Editor<'_>, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
     let description = params.get("CodeDescription").filter(|d| !d.is_empty()).cloned();
     let env = match params.get("DeployEnv").filter(|e| !e.is_empty()) {
@@ -63,7 +64,7 @@ pub async fn commit(store: &RoutesStore, params: &Params) -> Result<Value, EsaEr
 }
 
 /// `PublishRoutineCodeVersion`: one code version at 100 % of an environment.
-pub async fn publish(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
+pub async fn publish(store: &Editor<'_>, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
     let version = required(params, "CodeVersion")?.to_owned();
     let env = env_of(params, "Env")?;
@@ -94,7 +95,7 @@ pub fn info(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
 
 /// `DeleteRoutineCodeVersion`: refused with `DependedByOthers` while an environment (or
 /// any alias or trigger) uses it.
-pub async fn delete(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
+pub async fn delete(store: &Editor<'_>, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
     let version = required(params, "CodeVersion")?.to_owned();
     change(store, move |spec| {

@@ -4,6 +4,7 @@
 //! and shown in the order it was asked for. An environment that also routes by header
 //! rules (set through FunctionGraph) is refused rather than having its rules dropped.
 
+use crate::admin::Editor;
 use http::StatusCode;
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -12,7 +13,6 @@ use serde_json::{Value, json};
 use super::{EsaError, Params, change, env_of, invalid, numeric_id, required, routine};
 use crate::routes::FunctionSpec;
 use crate::routes::edit::{self, Split};
-use crate::store::RoutesStore;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +69,7 @@ pub(super) fn split_of(versions: &[(String, i64)]) -> Result<Split, EsaError> {
 /// Deploys `versions` to `env` of routine `name` in one edit (the environment's alias and
 /// its `/{name}-{env}` trigger); returns the deployment id.
 pub(super) async fn deploy(
-    store: &RoutesStore,
+    store: &Editor<'_>,
     name: String,
     env: String,
     versions: Vec<(String, i64)>,
@@ -97,7 +97,7 @@ pub(super) async fn deploy(
     Ok(deployment_id)
 }
 
-pub async fn create(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
+pub async fn create(store: &Editor<'_>, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
     let env = env_of(params, "Env")?;
     let strategy = required(params, "Strategy")?;

@@ -2,6 +2,7 @@
 //! tells what each environment serves, including header rules ESA's percentages cannot
 //! express.
 
+use crate::admin::Editor;
 use serde_json::{Value, json};
 
 use super::{ENVS, EsaError, Params, change, invalid, page, required, rfc3339, routine};
@@ -12,7 +13,7 @@ use crate::store::RoutesStore;
 /// `CreateRoutine`: a routine whose staging code is not set yet. graygate runs no code of
 /// its own: the staging code is the URL of an HTTP service, set through FunctionGraph's
 /// `update_function_code` (or the routes file); until then nothing can be committed.
-pub async fn create(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
+pub async fn create(store: &Editor<'_>, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
     if params.get("HasAssets").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(invalid("HasAssets is not supported: graygate routines have no static assets"));
@@ -32,7 +33,7 @@ pub async fn create(store: &RoutesStore, params: &Params) -> Result<Value, EsaEr
 }
 
 /// `DeleteRoutine`: refused with `DependedByOthers` while environments or triggers exist.
-pub async fn delete(store: &RoutesStore, params: &Params) -> Result<Value, EsaError> {
+pub async fn delete(store: &Editor<'_>, params: &Params) -> Result<Value, EsaError> {
     let name = required(params, "Name")?.to_owned();
     change(store, move |spec| {
         edit::delete_function(spec, None, &name)?;

@@ -1,5 +1,6 @@
 //! Aliases: list, show (with its `ETag`), create, update (the split as a whole), delete.
 
+use crate::admin::Editor;
 use http::StatusCode;
 use serde_json::Value;
 
@@ -10,7 +11,6 @@ use super::{FgError, Urn, bad, change, find, find_mut};
 use crate::admin::{Reply, json_reply, now_text};
 use crate::routes::RoutesFile;
 use crate::routes::edit::{self, Split};
-use crate::store::RoutesStore;
 
 pub fn list(spec: &RoutesFile, urn: &Urn) -> Result<Reply, FgError> {
     let function = find(spec, urn)?;
@@ -24,7 +24,7 @@ pub fn show(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Reply, FgError> 
     Ok(tag(json_reply(StatusCode::OK, &view::alias_view(spec, function, alias)), &etag(alias)))
 }
 
-pub async fn create(store: &RoutesStore, urn: Urn, request: AliasBody) -> Result<Reply, FgError> {
+pub async fn create(store: &Editor<'_>, urn: Urn, request: AliasBody) -> Result<Reply, FgError> {
     let name = request.name.clone().ok_or_else(|| bad("FSS.1014", "name is required"))?;
     let now = now_text();
     let view = change(store, move |spec| {
@@ -38,7 +38,7 @@ pub async fn create(store: &RoutesStore, urn: Urn, request: AliasBody) -> Result
 }
 
 pub async fn update(
-    store: &RoutesStore,
+    store: &Editor<'_>,
     urn: Urn,
     name: &str,
     request: AliasBody,
@@ -78,7 +78,7 @@ fn alias_value(spec: &RoutesFile, urn: &Urn, name: &str) -> Result<Value, FgErro
         .map_err(|e| super::error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", e.to_string()))
 }
 
-pub async fn delete(store: &RoutesStore, urn: Urn, name: &str, precondition: IfMatch) -> Result<Reply, FgError> {
+pub async fn delete(store: &Editor<'_>, urn: Urn, name: &str, precondition: IfMatch) -> Result<Reply, FgError> {
     let target = name.to_owned();
     change(store, move |spec| {
         let function = find_mut(spec, &urn)?;

@@ -2,6 +2,7 @@
 //! triggers exist), show and update the configuration, show and update latest's code, and
 //! invoke a version or alias synchronously through the data plane's routing.
 
+use crate::admin::Editor;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Value, json};
@@ -14,7 +15,6 @@ use crate::admin::{AdminRequest, Reply, json_reply};
 use crate::proxy::invoke::{Invocation, InvokeError};
 use crate::routes::edit;
 use crate::routes::{FunctionSpec, RoutesFile};
-use crate::store::RoutesStore;
 
 /// `GET /functions?marker&maxitems&package_name&func_name`: every function's latest, in
 /// routes order, filtered by package and by a name substring.
@@ -42,7 +42,7 @@ pub fn list(spec: &RoutesFile, query: Option<&str>) -> Result<Reply, FgError> {
 }
 
 /// `POST /functions`: a new function whose latest forwards to `code_url`.
-pub async fn create(store: &RoutesStore, request: CreateFunction) -> Result<Reply, FgError> {
+pub async fn create(store: &Editor<'_>, request: CreateFunction) -> Result<Reply, FgError> {
     let name = request.func_name.clone().ok_or_else(|| bad("FSS.0400", "func_name is required"))?;
     model::check_runtime(request.runtime.as_deref())?;
     let upstream = model::code_upstream(request.code_type.as_deref(), request.code_url.as_deref())?;
@@ -67,7 +67,7 @@ pub async fn create(store: &RoutesStore, request: CreateFunction) -> Result<Repl
 }
 
 /// `DELETE /functions/{urn}` (unqualified): the function and its versions.
-pub async fn delete(store: &RoutesStore, urn: Urn) -> Result<Reply, FgError> {
+pub async fn delete(store: &Editor<'_>, urn: Urn) -> Result<Reply, FgError> {
     change(store, move |spec| {
         edit::delete_function(spec, Some(&urn.package), &urn.function)?;
         Ok(())
@@ -94,7 +94,7 @@ pub fn show_config(spec: &RoutesFile, urn: &Urn) -> Result<Reply, FgError> {
 
 /// `PUT /functions/{urn}/config`: the timeout and description (latest's, which every
 /// version shares: graygate's timeout is per function).
-pub async fn update_config(store: &RoutesStore, urn: Urn, request: UpdateConfig) -> Result<Reply, FgError> {
+pub async fn update_config(store: &Editor<'_>, urn: Urn, request: UpdateConfig) -> Result<Reply, FgError> {
     if !matches!(urn.qualifier, Qualifier::None | Qualifier::Latest) {
         return Err(bad("FSS.0400", "only latest's configuration can change: published versions are immutable"));
     }
@@ -126,7 +126,7 @@ pub fn show_code(spec: &RoutesFile, urn: &Urn) -> Result<Reply, FgError> {
 
 /// `PUT /functions/{urn}/code`: points latest at a new upstream.
 pub async fn update_code(
-    store: &RoutesStore,
+    store: &Editor<'_>,
     urn: Urn,
     request: UpdateCode,
     precondition: IfMatch,

@@ -2,6 +2,7 @@
 //! delete all of a function's. A trigger's `invoke_url` is the data plane's public URL
 //! plus its path, so a pipeline can smoke-test what it just bound.
 
+use crate::admin::Editor;
 use http::StatusCode;
 use serde_json::Value;
 
@@ -13,7 +14,6 @@ use crate::admin::{Reply, empty_reply, json_reply, new_uuid, now_text};
 use crate::routes::edit::{self, TriggerChange};
 use crate::routes::validate::check_trigger_path;
 use crate::routes::{RoutesFile, TriggerSpec, TriggerStatus};
-use crate::store::RoutesStore;
 
 pub fn list(spec: &RoutesFile, urn: &Urn, base: &str) -> Result<Reply, FgError> {
     let function = find(spec, urn)?;
@@ -69,7 +69,7 @@ fn routing_fields(event: &ApigEventData) -> Result<Option<String>, FgError> {
     Ok(method)
 }
 
-pub async fn create(store: &RoutesStore, urn: Urn, request: CreateTrigger, base: &str) -> Result<Reply, FgError> {
+pub async fn create(store: &Editor<'_>, urn: Urn, request: CreateTrigger, base: &str) -> Result<Reply, FgError> {
     if request.trigger_type_code != "APIG" {
         return Err(bad(
             "FSS.0400",
@@ -105,7 +105,7 @@ pub async fn create(store: &RoutesStore, urn: Urn, request: CreateTrigger, base:
 /// `PUT /triggers/{urn}/APIG/{id}`: `trigger_status` enables or disables the trigger;
 /// `event_data` may change its name, path and method.
 pub async fn update(
-    store: &RoutesStore,
+    store: &Editor<'_>,
     urn: Urn,
     kind: &str,
     id: &str,
@@ -134,7 +134,7 @@ pub async fn update(
 }
 
 pub async fn delete(
-    store: &RoutesStore,
+    store: &Editor<'_>,
     urn: Urn,
     kind: &str,
     id: &str,
@@ -153,7 +153,7 @@ pub async fn delete(
 }
 
 /// `DELETE /triggers/{urn}`: every trigger of the function, in one change.
-pub async fn delete_all(store: &RoutesStore, urn: Urn) -> Result<Reply, FgError> {
+pub async fn delete_all(store: &Editor<'_>, urn: Urn) -> Result<Reply, FgError> {
     change(store, move |spec| {
         find_mut(spec, &urn)?.triggers.clear();
         Ok(())

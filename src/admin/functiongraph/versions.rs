@@ -1,5 +1,6 @@
 //! Versions: list (paged, with `latest` first), publish latest's code, delete an unused one.
 
+use crate::admin::Editor;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -25,7 +26,7 @@ pub fn list(spec: &RoutesFile, urn: &Urn, query: Option<&str>) -> Result<Reply, 
 
 /// `POST …/versions`: latest's code as a new immutable version; a `digest` must be
 /// latest's (the caller proves it publishes the code it tested).
-pub async fn publish(store: &crate::store::RoutesStore, urn: Urn, request: PublishVersion) -> Result<Reply, FgError> {
+pub async fn publish(store: &Editor<'_>, urn: Urn, request: PublishVersion) -> Result<Reply, FgError> {
     let now = now_text();
     let default_name = now_compact();
     let view = change(store, move |spec| {
@@ -42,7 +43,7 @@ pub async fn publish(store: &crate::store::RoutesStore, urn: Urn, request: Publi
 }
 
 /// `DELETE /functions/{urn:version}`: removes a published version nothing refers to.
-pub async fn delete(store: &crate::store::RoutesStore, urn: Urn, precondition: IfMatch) -> Result<Reply, FgError> {
+pub async fn delete(store: &Editor<'_>, urn: Urn, precondition: IfMatch) -> Result<Reply, FgError> {
     let version = match &urn.qualifier {
         Qualifier::Version(version) => version.clone(),
         Qualifier::Latest => return Err(edit::EditError::LatestIsPermanent.into()),

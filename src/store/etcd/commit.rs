@@ -17,8 +17,9 @@ use super::layout::{self, FORMAT, Head, Layout};
 use super::mirror::{Base, Own};
 use super::wire::{Compare, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
 use super::{EtcdError, Shared, sync};
+use crate::audit::{Attribution, Outcome, Record};
+use crate::routes::changes::Changes;
 use crate::routes::{FunctionSpec, RoutesFile};
-use crate::store::diff::Changes;
 use crate::store::{ApplyError, Edit, RoutesStore, Stamp, compile_over, run_edit};
 
 /// Attempts before an edit that keeps losing to other replicas gives up (409).
@@ -35,6 +36,7 @@ pub struct Plan {
 pub async fn apply<T: Send + 'static, E: Send + 'static>(
     store: &RoutesStore,
     shared: &Shared,
+    who: &Attribution,
     edit: Arc<Edit<T, E>>,
 ) -> Result<T, ApplyError<E>> {
     for _ in 0..ATTEMPTS {
@@ -60,18 +62,28 @@ pub async fn apply<T: Send + 'static, E: Send + 'static>(
             return Err(ApplyError::Unavailable("no routing state is loaded yet".into()));
         }
         let (layout, policy, edit) = (shared.layout.clone(), store.policy.clone(), Arc::clone(&edit));
+        let (who, replica) = (who.clone(), store.replica_id().to_owned());
+        let overflow = shared.lock().audit_overflow(store.trail.retain().saturating_sub(1), PRUNE);
         let work = store
             .background
             .run(move || {
                 let (value, valid) = run_edit(previous.source().spec(), &*edit)?;
-                let plan = plan(&layout, &base, valid.spec()).map_err(ApplyError::Internal)?;
+                let mut plan = plan(&layout, &base, valid.spec()).map_err(ApplyError::Internal)?;
                 let changes = Changes::between(previous.source().spec(), valid.spec());
+                let outcome = if plan.changes_anything { Outcome::Applied } else { Outcome::Unchanged };
+                let record = who.record(&replica, outcome, previous.source().spec(), valid.spec());
+                if plan.changes_anything {
+                    with_record(&mut plan, &layout, &record, &overflow).map_err(ApplyError::Internal)?;
+                }
                 let table = compile_over(valid, &previous, &policy).map_err(|e| ApplyError::Internal(e.to_string()))?;
-                Ok((value, plan, table, changes))
+                Ok((value, plan, table, changes, record))
             })
             .await;
-        let (value, plan, table, changes) = work.map_err(|lost| ApplyError::Internal(lost.to_string()))??;
+        let (value, plan, table, changes, mut record) =
+            work.map_err(|lost| ApplyError::Internal(lost.to_string()))??;
         if !plan.changes_anything {
+            shared.store_record(store, &record).await;
+            store.keep(record).await;
             return Ok(value);
         }
         match shared.client.txn(&plan.txn).await {
@@ -99,6 +111,8 @@ pub async fn apply<T: Send + 'static, E: Send + 'static>(
                         sync(store, shared).await;
                     }
                 }
+                record.revision = u64::try_from(revision).ok();
+                store.keep(record).await;
                 return Ok(value);
             }
             Ok(lost) => {
@@ -125,6 +139,32 @@ pub async fn apply<T: Send + 'static, E: Send + 'static>(
         }
     }
     Err(ApplyError::Conflict("the routing state kept changing under this edit; retry".into()))
+}
+
+/// Records dropped from the fleet's trail per transaction, oldest first, once it holds more
+/// than it retains (a transaction has room for 128 operations).
+pub const PRUNE: usize = 16;
+
+/// Adds the change's audit record to the transaction (committed with it, or not at all),
+/// and the removal of the oldest records beyond the trail's retention.
+pub fn with_record(plan: &mut Plan, layout: &Layout, record: &Record, overflow: &[String]) -> Result<(), String> {
+    let (ops, writes) = record_ops(layout, record, overflow)?;
+    plan.txn.success.extend(ops);
+    plan.writes.extend(writes);
+    Ok(())
+}
+
+/// A record's put and the prunes, as operations and as this replica's own writes.
+pub fn record_ops(layout: &Layout, record: &Record, overflow: &[String]) -> Result<(Vec<RequestOp>, Vec<Own>), String> {
+    let key = layout.audit(&record.id);
+    let value = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    let mut ops = vec![RequestOp::Put(PutRequest { key: key.clone().into_bytes(), value: value.clone(), lease: 0 })];
+    let mut writes = vec![Own::Put(key, Bytes::from(value))];
+    for old in overflow {
+        ops.push(RequestOp::Delete(DeleteRangeRequest { key: old.clone().into_bytes(), range_end: Vec::new() }));
+        writes.push(Own::Delete(old.clone()));
+    }
+    Ok((ops, writes))
 }
 
 /// The transaction that turns the stored state `base` into `next`.

@@ -4,6 +4,7 @@
 //!   {prefix}/routes/head                 {"set": S, "project_id", "region", "format": 1}
 //!   {prefix}/routes/set/{S}/fn/{name}    one function (the routes file's function entry, JSON)
 //!   {prefix}/replicas/{id}               a replica's registration (on a lease): what it serves
+//!   {prefix}/audit/{id}                  one audit record (JSON), written with the change
 //! ```
 //! The routing state is the head plus every key of the set it names. A change through the
 //! API is one transaction that rewrites the functions it changed and the head (the head's
@@ -50,6 +51,9 @@ pub enum Key<'k> {
         set: &'k str,
     },
     Replica {
+        id: &'k str,
+    },
+    Audit {
         id: &'k str,
     },
     /// Outside the layout: ignored (left to whoever wrote it).
@@ -106,6 +110,15 @@ impl Layout {
         format!("{}/replicas/{id}", self.prefix)
     }
 
+    /// The audit trail's keys.
+    pub fn audits(&self) -> (Vec<u8>, Vec<u8>) {
+        range_of(&format!("{}/audit/", self.prefix))
+    }
+
+    pub fn audit(&self, id: &str) -> String {
+        format!("{}/audit/{id}", self.prefix)
+    }
+
     pub fn classify<'k>(&self, key: &'k str) -> Key<'k> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()).and_then(|rest| rest.strip_prefix('/')) else {
             return Key::Other;
@@ -115,6 +128,9 @@ impl Layout {
         }
         if let Some(id) = rest.strip_prefix("replicas/") {
             return if id.is_empty() { Key::Other } else { Key::Replica { id } };
+        }
+        if let Some(id) = rest.strip_prefix("audit/") {
+            return if id.is_empty() || id.contains('/') { Key::Other } else { Key::Audit { id } };
         }
         let Some(in_sets) = rest.strip_prefix("routes/set/") else {
             return Key::Other;
@@ -190,6 +206,7 @@ mod tests {
         assert_eq!(layout.classify(&layout.function("s1", "hello")), Key::Function { set: "s1", name: "hello" });
         assert_eq!(layout.classify("/gg/routes/set/s1/rollout/hello"), Key::InSet { set: "s1" });
         assert_eq!(layout.classify("/gg/replicas/host:9090"), Key::Replica { id: "host:9090" });
+        assert_eq!(layout.classify(&layout.audit("0001-ab")), Key::Audit { id: "0001-ab" });
         assert_eq!(layout.classify("/ggx/routes/head"), Key::Other);
         assert_eq!(layout.classify("/gg/other"), Key::Other);
         assert_eq!(layout.all(), (b"/gg/".to_vec(), b"/gg0".to_vec()));

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::fleet::ReplicaRecord;
 use super::layout::{self, Head, Key, Layout};
 use super::wire::{Event, KeyValue};
+use crate::audit::{Filter, Record};
 use crate::routes::{FunctionSpec, Problem, RoutesError, RoutesFile};
 
 pub struct Mirror {
@@ -25,6 +26,8 @@ pub struct Mirror {
     /// Every key under `{prefix}/routes/` as last seen (deleted ones as tombstones).
     routes: BTreeMap<String, Entry>,
     replicas: BTreeMap<String, (i64, Option<ReplicaRecord>)>,
+    /// The fleet's audit trail by key: the revision of each record (a tombstone: `None`).
+    audit: BTreeMap<String, (i64, Option<Record>)>,
     /// The mirror holds every change up to this revision.
     pub complete: i64,
     /// The last revision the watch itself delivered (its liveness).
@@ -86,6 +89,7 @@ impl Mirror {
             layout,
             routes: BTreeMap::new(),
             replicas: BTreeMap::new(),
+            audit: BTreeMap::new(),
             complete: 0,
             watched: 0,
             version: 0,
@@ -123,6 +127,7 @@ impl Mirror {
     pub fn rewind(&mut self) {
         self.routes.clear();
         self.replicas.clear();
+        self.audit.clear();
         self.complete = 0;
         self.watched = 0;
         self.state_revision = 0;
@@ -135,9 +140,10 @@ impl Mirror {
         self.advance(revision);
     }
 
-    /// Takes in a consistent listing of every routing key and replica at `revision`; true
-    /// if the state changed (keys missing from it were deleted at or before `revision`).
-    pub fn reconcile(&mut self, routes: Vec<KeyValue>, replicas: Vec<KeyValue>, revision: i64) -> bool {
+    /// Takes in a consistent listing at `revision` of every routing key and of the other
+    /// keys (replicas, audit records); true if the state changed (keys missing from it were
+    /// deleted at or before `revision`).
+    pub fn reconcile(&mut self, routes: Vec<KeyValue>, others: Vec<KeyValue>, revision: i64) -> bool {
         let mut changed = false;
         let mut listed = std::collections::BTreeSet::new();
         for kv in routes {
@@ -155,7 +161,8 @@ impl Mirror {
             changed |= self.set(key, revision, None);
         }
         self.replicas.retain(|_, (seen, _)| *seen > revision);
-        for kv in replicas {
+        self.audit.retain(|_, (seen, _)| *seen > revision);
+        for kv in others {
             let key = String::from_utf8_lossy(&kv.key).into_owned();
             self.set(key, kv.mod_revision, Some(kv.value));
         }
@@ -197,6 +204,20 @@ impl Mirror {
             }
             return false;
         }
+        if let Key::Audit { .. } = kind {
+            match self.audit.get(&key) {
+                Some((seen, _)) if *seen >= revision => {}
+                _ => {
+                    let record = value.and_then(|v| serde_json::from_slice::<Record>(&v).ok()).map(|mut record| {
+                        // The record's revision is the one its change was committed at.
+                        record.revision = record.revision.or(u64::try_from(revision).ok());
+                        record
+                    });
+                    self.audit.insert(key, (revision, record));
+                }
+            }
+            return false;
+        }
         if kind == Key::Other {
             return false;
         }
@@ -221,7 +242,7 @@ impl Mirror {
         match kind {
             Key::Head => true,
             Key::Function { set, .. } | Key::InSet { set } => self.head().is_some_and(|head| head.set == *set),
-            Key::Replica { .. } | Key::Other => false,
+            Key::Replica { .. } | Key::Audit { .. } | Key::Other => false,
         }
     }
 
@@ -232,6 +253,7 @@ impl Mirror {
             let complete = self.complete;
             self.routes.retain(|_, entry| entry.item.is_some() || entry.mod_revision > complete);
             self.replicas.retain(|_, (seen, record)| record.is_some() || *seen > complete);
+            self.audit.retain(|_, (seen, record)| record.is_some() || *seen > complete);
         }
     }
 
@@ -302,6 +324,38 @@ impl Mirror {
     /// The replicas registered now, by id.
     pub fn replicas(&self) -> Vec<ReplicaRecord> {
         self.replicas.values().filter_map(|(_, record)| record.clone()).collect()
+    }
+
+    /// The fleet's audit records that match, newest (by commit revision) first.
+    pub fn audit(&self, filter: &Filter) -> Vec<Record> {
+        let mut records: Vec<(i64, &Record)> =
+            self.audit.values().filter_map(|(revision, record)| Some((*revision, record.as_ref()?))).collect();
+        records.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.id.cmp(&a.1.id)));
+        records
+            .into_iter()
+            .map(|(_, record)| record)
+            .filter(|r| r.matches(filter))
+            .take(filter.limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a record was committed at `revision` (a change without one was made by hand).
+    pub fn audited_at(&self, revision: i64) -> bool {
+        let revision = u64::try_from(revision).ok();
+        self.audit.values().any(|(_, record)| record.as_ref().is_some_and(|r| r.revision == revision))
+    }
+
+    /// The keys of the oldest records beyond `retain` (at most `most` of them).
+    pub fn audit_overflow(&self, retain: usize, most: usize) -> Vec<String> {
+        let mut live: Vec<(i64, &String)> =
+            self.audit.iter().filter(|(_, (_, record))| record.is_some()).map(|(key, (rev, _))| (*rev, key)).collect();
+        if live.len() <= retain {
+            return Vec::new();
+        }
+        live.sort();
+        let excess = live.len() - retain;
+        live.into_iter().take(excess.min(most)).map(|(_, key)| key.clone()).collect()
     }
 }
 
