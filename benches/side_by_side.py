@@ -15,7 +15,9 @@ import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["floor", "haproxy", "nginx", "graygate"]
+ORDER = ["floor", "haproxy", "nginx", "nginx-log", "graygate", "graygate-log"]
+# Each logging contestant and the same proxy without its access log.
+LOGGED = {"graygate-log": "graygate", "nginx-log": "nginx"}
 OTHER_WARN = 10.0  # % of all CPUs busy with something else than wrk, the upstream and the proxy
 
 
@@ -109,7 +111,7 @@ def tput_section(rows, split):
                 "| peer | proxy CPU/req ratio | req/s ratio | rounds |", "|---|---:|---:|---:|"]
         gg = by["graygate"]
         for n in names:
-            if n == "graygate":
+            if n == "graygate" or n in LOGGED:
                 continue
             common = sorted(set(gg) & set(by[n]))
             cpu = [gg[k]["proxy_cpu_us_per_req"] / by[n][k]["proxy_cpu_us_per_req"] for k in common
@@ -117,6 +119,21 @@ def tput_section(rows, split):
             rps = [gg[k]["rps"] / by[n][k]["rps"] for k in common if by[n][k]["rps"] > 0]
             label = f"{n} (L4 floor, not a peer)" if n == "floor" else n
             out.append(f"| {label} | {fmt(med(cpu), 3)}{spread(cpu, 3)} | {fmt(med(rps), 3)}{spread(rps, 3)} | {len(common)} |")
+    logged = [(n, base) for n, base in LOGGED.items() if n in by and base in by]
+    if logged:
+        out += ["", "### What the access log costs, paired per round (logging contestant − the same proxy without its log)", "",
+                "| proxy | CPU µs/req without | with the log | cost µs/req (min–max) | cost % | req/s ratio with / without | rounds |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for n, base in logged:
+            common = sorted(set(by[n]) & set(by[base]))
+            cost = [by[n][k]["proxy_cpu_us_per_req"] - by[base][k]["proxy_cpu_us_per_req"] for k in common]
+            share = [100 * c / by[base][k]["proxy_cpu_us_per_req"] for c, k in zip(cost, common)
+                     if by[base][k]["proxy_cpu_us_per_req"] > 0]
+            rps = [by[n][k]["rps"] / by[base][k]["rps"] for k in common if by[base][k]["rps"] > 0]
+            without = med([by[base][k]["proxy_cpu_us_per_req"] for k in common])
+            with_log = med([by[n][k]["proxy_cpu_us_per_req"] for k in common])
+            out.append(f"| {base} | {fmt(without, 2)} | {fmt(with_log, 2)} | {fmt(med(cost), 2)}{spread(cost, 2)} | "
+                       f"{fmt(med(share), 1)} | {fmt(med(rps), 3)}{spread(rps, 3)} | {len(common)} |")
     return out
 
 

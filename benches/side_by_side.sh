@@ -9,6 +9,10 @@
 #   haproxy   HAProxy HTTP mode, balance roundrobin weights 90/10 + acl on X-Canary, http-reuse always
 #   nginx     split_clients 90/10 + map $http_x_canary, upstream keepalive
 #   graygate  $GRAYGATE_BIN, alias "canary" of function "bench" (trigger /bench-canary)
+#   nginx-log, graygate-log   the same two with their access log on (a JSON line per request to
+#             a file: nginx `access_log ... buffer=64k flush=1s`, graygate `access_log: {format:
+#             json}`); not in the default list: CONTESTANTS="nginx nginx-log graygate graygate-log"
+#             measures what each one's log costs per request, paired per round
 # All proxies get one worker (nginx worker_processes 1, haproxy nbthread 1, graygate one tokio
 # worker). Phases:
 #   1 gate    10,000 plain requests on one connection (the v2 count is reported: 1,000 expected),
@@ -57,9 +61,10 @@ if [ "$COUNT" = 1 ]; then need strace strace; need perf linux-perf; fi
 [ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]}
   install with: apt-get install -y wrk nginx-light haproxy strace linux-perf"
 for name in $CONTESTANTS; do
-  case $name in floor|haproxy|nginx|graygate) ;; *) die "unknown contestant '$name' (floor haproxy nginx graygate)" ;; esac
+  case $name in floor|haproxy|nginx|graygate|nginx-log|graygate-log) ;;
+    *) die "unknown contestant '$name' (floor haproxy nginx graygate nginx-log graygate-log)" ;; esac
 done
-case " $CONTESTANTS " in *" graygate "*)
+case " $CONTESTANTS " in *" graygate "*|*" graygate-log "*)
   [ -x "$GRAYGATE_BIN" ] || die "no graygate binary at $GRAYGATE_BIN (cargo build --release, or set GRAYGATE_BIN)" ;;
 esac
 case $PIN in
@@ -204,25 +209,35 @@ EOF
   spawn haproxy "$PROXY_CPU" haproxy -db -f "$RUN/haproxy.cfg"
 }
 
+# start_nginx_proxy NAME [LOG]: the split; with LOG, a JSON access log line per request, buffered
+# as a busy nginx is configured (64 KiB, flushed at least every second).
 start_nginx_proxy() {
-  mkdir -p "$RUN/nginx"
-  { nginx_head "$RUN/nginx"; cat <<EOF
+  local name=$1 logged=${2:-} log_lines=""
+  mkdir -p "$RUN/$name"
+  if [ -n "$logged" ]; then
+    log_lines="log_format gj escape=json '{\"time\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",\"client\":\"\$remote_addr:\$remote_port\",\"method\":\"\$request_method\",\"path\":\"\$uri\",\"protocol\":\"\$server_protocol\",\"status\":\$status,\"bytes_in\":\$request_length,\"bytes_out\":\$bytes_sent,\"duration\":\$request_time,\"upstream_time\":\"\$upstream_response_time\",\"pool\":\"\$pool\",\"upstream\":\"\$upstream_addr\"}';
+  access_log $RUN/$name/access.log gj buffer=64k flush=1s;"
+  fi
+  { nginx_head "$RUN/$name"; cat <<EOF
   upstream v1 { server 127.0.0.1:$UP1; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
   upstream v2 { server 127.0.0.1:$UP2; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
   # per request: MurmurHash2 of the random \$request_id picks the pool; the header wins over it
   split_clients "\${request_id}" \$split_pool { 90% v1; * v2; }
   map \$http_x_canary \$pool { default \$split_pool; v2 v2; }
-  server { listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+  $log_lines
+  server { listen 127.0.0.1:${PORT[$name]} backlog=4096;
     location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 EOF
-  } >"$RUN/nginx/nginx.conf"
-  start_nginx nginx "$PROXY_CPU" "$RUN/nginx/nginx.conf"
+  } >"$RUN/$name/nginx.conf"
+  start_nginx "$name" "$PROXY_CPU" "$RUN/$name/nginx.conf"
 }
 
 GRAYGATE_THREADS="TOKIO_WORKER_THREADS=1"
+# start_graygate NAME [LOG]: the alias; with LOG, its JSON access log to a file.
 start_graygate() {
-  mkdir -p "$RUN/graygate"
-  cat >"$RUN/graygate/routes.yaml" <<EOF
+  local name=$1 logged=${2:-}
+  mkdir -p "$RUN/$name"
+  cat >"$RUN/$name/routes.yaml" <<EOF
 project_id: 0123456789abcdef0123456789abcdef
 region: local
 functions:
@@ -241,14 +256,15 @@ functions:
       - { target: canary }           # path /bench-canary
 EOF
   # The routes file is not rewritten during the run, so its fallback poll is pushed out of the way.
-  local base="\"listen\": \"127.0.0.1:${PORT[graygate]}\", \"admin_listen\": \"127.0.0.1:$GG_ADMIN\",
+  local base="\"listen\": \"127.0.0.1:${PORT[$name]}\", \"admin_listen\": \"127.0.0.1:${ADMIN[$name]}\",
  \"routes\": \"routes.yaml\", \"reload\": {\"poll_ms\": 3600000}"
+  [ -n "$logged" ] && base="$base, \"access_log\": {\"path\": \"access.log\", \"format\": \"json\"}"
   # One worker: TOKIO_WORKER_THREADS=1 makes graygate run a current-thread runtime.
-  echo "{$base}" >"$RUN/graygate/graygate.yaml"
-  "$GRAYGATE_BIN" check --config "$RUN/graygate/graygate.yaml" >"$RUN/graygate/check.log" 2>&1 \
-    || die "graygate check failed: $(cat "$RUN/graygate/check.log")"
-  spawn graygate "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$GRAYGATE_BIN" serve --config "$RUN/graygate/graygate.yaml"
-  wait_http "http://127.0.0.1:$GG_ADMIN/readyz" || die "graygate not ready (see $RUN/graygate.log)"
+  echo "{$base}" >"$RUN/$name/graygate.yaml"
+  "$GRAYGATE_BIN" check --config "$RUN/$name/graygate.yaml" >"$RUN/$name/check.log" 2>&1 \
+    || die "graygate check failed: $(cat "$RUN/$name/check.log")"
+  spawn "$name" "$PROXY_CPU" env TOKIO_WORKER_THREADS=1 "$GRAYGATE_BIN" serve --config "$RUN/$name/graygate.yaml"
+  wait_http "http://127.0.0.1:${ADMIN[$name]}/readyz" || die "$name not ready (see $RUN/$name.log)"
 }
 
 # ---------------------------------------------------------------- wrk scripts
@@ -344,13 +360,17 @@ parse_wrk() {
 }
 
 # ---------------------------------------------------------------- start everything
-for name in $CONTESTANTS; do PORT[$name]=$(free_port); done
-GG_ADMIN=$(free_port)
+declare -A ADMIN=()
+for name in $CONTESTANTS; do PORT[$name]=$(free_port); ADMIN[$name]=$(free_port); done
 start_nginx upstream "$CLIENT_CPU" "$RUN/upstream/nginx.conf"
 wait_http "http://127.0.0.1:$UP1/" && wait_http "http://127.0.0.1:$UP2/" || die "upstreams not up (see $RUN/upstream/error.log)"
 declare -A URL=()
 for name in $CONTESTANTS; do
-  case $name in floor) start_floor ;; haproxy) start_haproxy ;; nginx) start_nginx_proxy ;; graygate) start_graygate ;; esac
+  case $name in
+    floor) start_floor ;; haproxy) start_haproxy ;;
+    nginx) start_nginx_proxy nginx ;; nginx-log) start_nginx_proxy nginx-log logged ;;
+    graygate) start_graygate graygate ;; graygate-log) start_graygate graygate-log logged ;;
+  esac
   URL[$name]="http://127.0.0.1:${PORT[$name]}/bench-canary"
   wait_http "${URL[$name]}" || die "$name does not answer on ${URL[$name]} (see $RUN/$name.log)"
 done
@@ -368,7 +388,7 @@ fi
   echo "nginx: $(first_line nginx -v)"
   echo "haproxy: $(first_line haproxy -v)"
   echo "wrk: $(first_line wrk -v)"
-  case " $CONTESTANTS " in *" graygate "*)
+  case " $CONTESTANTS " in *" graygate "*|*" graygate-log "*)
     echo "graygate: $(first_line "$GRAYGATE_BIN" --version) ($GRAYGATE_BIN, $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
     echo "graygate worker: $GRAYGATE_THREADS" ;;
   esac
@@ -418,6 +438,8 @@ TIMEFORMAT='%3U %3S'   # bash `time`: user and system seconds of wrk
 measure() { # ROUND NAME
   local round=$1 name=$2 f="$RAW/tput-r$1-$2.txt" pids ups s0 s1 p0 p1 u0 u1
   pids=$(group_pids "$name"); ups=$(group_pids upstream)
+  # A logging contestant starts each run with an empty log (the file stays open, in append mode).
+  [ -f "$RUN/$name/access.log" ] && : >"$RUN/$name/access.log"
   sleep "$SETTLE"
   read -r s0 < <(cpustat | tr ' ' ,); p0=$(ticks $pids); u0=$(ticks $ups)
   { time timeout -k 5 $((DURATION + 30)) "${CLIENT[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency \

@@ -128,6 +128,12 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, self_test: bool) 
     println!("Edit {} (e.g. set v2's weight to 50); the new split applies within a second.", routes_path.display());
     println!();
     println!(
+        "Status page: http://{}/ui (the admin token it asks for: {token}); audit trail: curl -H 'X-Auth-Token: {token}' http://{}/graygate/v1/audit",
+        app.admin_addr(),
+        app.admin_addr()
+    );
+    println!();
+    println!(
         "The management API (docs/management-api.md, \"A gray upgrade through the API\"; examples/ for the SDKs) takes these variables:"
     );
     println!(

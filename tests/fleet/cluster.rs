@@ -245,12 +245,14 @@ pub struct Options<'a> {
     pub lease_ttl_s: u64,
     /// More lines of the `etcd` block (credentials, TLS), each indented two spaces.
     pub etcd_extra: &'a str,
+    /// More top-level lines of graygate.yaml.
+    pub server_extra: &'a str,
     pub env: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Options<'a> {
     pub fn plain(endpoints: &'a [String]) -> Self {
-        Options { endpoints, lease_ttl_s: 10, etcd_extra: "", env: &[] }
+        Options { endpoints, lease_ttl_s: 10, etcd_extra: "", server_extra: "", env: &[] }
     }
 }
 
@@ -272,8 +274,9 @@ impl Replica {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{data}\nadmin_listen: 127.0.0.1:{admin}\n{}admin:\n  tokens: [\"{TOKEN}\"]\n",
-                etcd_block(options.endpoints, &extra)
+                "listen: 127.0.0.1:{data}\nadmin_listen: 127.0.0.1:{admin}\n{}admin:\n  tokens: [\"{TOKEN}\"]\n{}",
+                etcd_block(options.endpoints, &extra),
+                options.server_extra
             ),
         )
         .unwrap();

@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod cluster;
 mod conflicts;
 mod outage;

@@ -43,9 +43,17 @@ async fn a_bad_value_put_by_hand_is_rejected_naming_its_key_and_the_last_good_ta
             }
             assert_eq!(replica.revision().await, fleet.pushed, "{} kept the last good table", replica.name);
             assert_eq!(replica.client.get("/hello-prod").await.version(), "v1");
-            let log = replica.log();
-            let line = log.lines().rev().find(|l| l.contains("rejected")).unwrap_or_default().to_owned();
-            assert!(line.contains(&key) && line.contains(expected), "{}: {line}", replica.name);
+            // The log line may follow the counter by a moment (the rejection is audited first).
+            let deadline = Instant::now() + crate::support::PATIENCE;
+            loop {
+                let log = replica.log();
+                let line = log.lines().rev().find(|l| l.contains("rejected")).unwrap_or_default().to_owned();
+                if line.contains(&key) && line.contains(expected) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{}: {line}", replica.name);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
         // Every replica reports the rejection (as an xDS NACK would) in the fleet view.
         let deadline = Instant::now() + crate::support::PATIENCE;
@@ -65,8 +73,9 @@ async fn a_bad_value_put_by_hand_is_rejected_naming_its_key_and_the_last_good_ta
 
     // Fixed by hand: applied everywhere.
     let fixed = good.replace("\"version\":\"v1\"}", "\"version\":\"v2\"}");
-    fleet.etcd.etcdctl(&["put", &key, &fixed]);
-    let revision = u64::try_from(fleet.etcd.revision()).unwrap();
+    // The put's own revision: a replica's audit record of the hand edit comes after it.
+    let put = fleet.etcd.etcdctl(&["put", &key, &fixed, "-w", "json"]);
+    let revision = serde_json::from_str::<serde_json::Value>(&put).unwrap()["header"]["revision"].as_u64().unwrap();
     fleet.converge(revision).await;
     for replica in &fleet.replicas {
         assert_eq!(replica.client.get("/hello-prod").await.version(), "v2");

@@ -85,10 +85,20 @@ def clean_env(**extra):
     return env
 
 
+AUDIT_TOKEN = "interop-audit-reader-token"
 ADMIN = {"keys": [
     {"access_key": HUAWEI_AK, "secret_key": "${INTEROP_HUAWEI_SK}"},
     {"access_key": ALIBABA_AK, "secret_key": "${INTEROP_ALIBABA_SK}"},
-]}
+], "tokens": [AUDIT_TOKEN]}
+
+
+def audit(admin_port, **query):
+    """The audit trail as a replica shows it, newest first."""
+    text = "&".join(f"{k}={v}" for k, v in query.items())
+    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/graygate/v1/audit?{text}",
+                                     headers={"X-Auth-Token": AUDIT_TOKEN})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())["records"]
 
 
 def wait_until(what, condition, process=None, seconds=20):

@@ -8,7 +8,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils_models import Config, OpenApiRequest, Params
 from darabonba.runtime import RuntimeOptions
 
-from conftest import ALIBABA_AK, ALIBABA_SK
+from conftest import ALIBABA_AK, ALIBABA_SK, audit
 from test_functiongraph_sdk import point_latest_at, publish
 
 
@@ -44,6 +44,12 @@ def test_a_deployment_splits_production_traffic(gateway):
     assert [(c.code_version, c.percentage) for c in response.body.code_versions] == [("v2", 30), ("v3", 70)]
     # The default trigger /{name}-{env} serves the environment.
     assert gateway.split("/hello-production") == {"build-c": 70, "build-b": 30}
+    # The audit trail names the access key and the request, on every replica.
+    records = audit(gateway.reader_admin_port, alias="production")
+    mine = [r for r in records if r["request_id"] == response.body.request_id]
+    assert len(mine) == 1, records
+    assert (mine[0]["actor"], mine[0]["operation"], mine[0]["result"]) == (
+        f"ak:{ALIBABA_AK}", "esa:CreateRoutineCodeDeployment", "applied")
 
 
 def test_a_single_version_takes_all_of_staging(gateway):

@@ -3,6 +3,8 @@
 Tests run in file order and share one gateway: each step builds on the previous one,
 like the how-to in FunctionGraph's documentation.
 """
+import json
+
 import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
@@ -30,7 +32,7 @@ from huaweicloudsdkfunctiongraph.v2 import (
     VersionStrategyRules,
 )
 
-from conftest import HUAWEI_AK, HUAWEI_SK, PROJECT, REGION
+from conftest import HUAWEI_AK, HUAWEI_SK, PROJECT, REGION, audit
 
 URN = f"urn:fss:{REGION}:{PROJECT}:function:default:hello"
 LATEST = URN + ":latest"
@@ -154,3 +156,15 @@ def test_a_wrong_secret_key_is_refused(gateway):
     with pytest.raises(ClientRequestException) as refused:
         client(gateway, sk="not-the-secret").list_version_aliases(ListVersionAliasesRequest(function_urn=LATEST))
     assert refused.value.status_code == 401
+
+
+def test_the_audit_trail_names_the_sdk_access_key(gateway):
+    gateway.converge()
+    records = audit(gateway.reader_admin_port, function="hello", limit=1000)
+    applied = [r for r in records if r["operation"] == "functiongraph:UpdateVersionAlias" and r["result"] == "applied"]
+    assert applied and all(r["actor"] == f"ak:{HUAWEI_AK}" for r in applied), records
+    assert all(r["request_id"] for r in applied)
+    refused = [r for r in records if r["result"] == "refused" and "FSS.1093" in r.get("error", "")]
+    assert len(refused) == 1, records
+    assert refused[0]["actor"] == f"ak:{HUAWEI_AK}" and refused[0]["alias"] == "again"
+    assert HUAWEI_SK not in json.dumps(records)
