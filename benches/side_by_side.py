@@ -81,7 +81,16 @@ def gate_section(gate):
     return out, split
 
 
-def tput_section(rows, split):
+def logs_by_name(directory):
+    """name -> (requests, lines written) summed over rounds, for the logging contestants."""
+    totals = defaultdict(lambda: [0, 0])
+    for row in read_csv(os.path.join(directory, "logs.csv")):
+        totals[row["name"]][0] += int(num(row["requests"]))
+        totals[row["name"]][1] += int(num(row["log_lines"]))
+    return totals
+
+
+def tput_section(rows, split, logs=None):
     by = defaultdict(dict)  # name -> round -> row
     for r in rows:
         for key in ("rps", "p50_us", "p99_us", "proxy_cpu_us_per_req", "other_cpu_pct", "requests"):
@@ -122,8 +131,8 @@ def tput_section(rows, split):
     logged = [(n, base) for n, base in LOGGED.items() if n in by and base in by]
     if logged:
         out += ["", "### What the access log costs, paired per round (logging contestant − the same proxy without its log)", "",
-                "| proxy | CPU µs/req without | with the log | cost µs/req (min–max) | cost % | req/s ratio with / without | rounds |",
-                "|---|---:|---:|---:|---:|---:|---:|"]
+                "| proxy | CPU µs/req without | with the log | cost µs/req (min–max) | cost % | req/s ratio with / without | lines written / requests | rounds |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for n, base in logged:
             common = sorted(set(by[n]) & set(by[base]))
             cost = [by[n][k]["proxy_cpu_us_per_req"] - by[base][k]["proxy_cpu_us_per_req"] for k in common]
@@ -132,8 +141,10 @@ def tput_section(rows, split):
             rps = [by[n][k]["rps"] / by[base][k]["rps"] for k in common if by[base][k]["rps"] > 0]
             without = med([by[base][k]["proxy_cpu_us_per_req"] for k in common])
             with_log = med([by[n][k]["proxy_cpu_us_per_req"] for k in common])
+            requests, lines = (logs or {}).get(n, (0, 0))
+            written = f"{lines:,} / {requests:,}" if requests else "n/a"
             out.append(f"| {base} | {fmt(without, 2)} | {fmt(with_log, 2)} | {fmt(med(cost), 2)}{spread(cost, 2)} | "
-                       f"{fmt(med(share), 1)} | {fmt(med(rps), 3)}{spread(rps, 3)} | {len(common)} |")
+                       f"{fmt(med(share), 1)} | {fmt(med(rps), 3)}{spread(rps, 3)} | {written} | {len(common)} |")
     return out
 
 
@@ -182,7 +193,7 @@ def main(argv):
     gate, split = gate_section(read_csv(os.path.join(directory, "gate.csv")))
     out = ["## graygate side by side: nginx, HAProxy, L4 floor", ""] + meta + gate
     if rows:
-        out += tput_section(rows, split)
+        out += tput_section(rows, split, logs_by_name(directory))
     out += count_section(read_csv(os.path.join(directory, "count.csv")), meta)
     out += ["", "Notes: proxy CPU µs/req = utime+stime of all the proxy's processes (/proc/PID/stat) over the run / "
             "requests, including the loopback TCP work the kernel does in their context; req/s per proxy core = 1e6 / it. "

@@ -212,11 +212,12 @@ EOF
 # start_nginx_proxy NAME [LOG]: the split; with LOG, a JSON access log line per request, buffered
 # as a busy nginx is configured (64 KiB, flushed at least every second).
 start_nginx_proxy() {
-  local name=$1 logged=${2:-} log_lines=""
+  local name=$1 logged=${2:-} log_format="" log_on=""
   mkdir -p "$RUN/$name"
   if [ -n "$logged" ]; then
-    log_lines="log_format gj escape=json '{\"time\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",\"client\":\"\$remote_addr:\$remote_port\",\"method\":\"\$request_method\",\"path\":\"\$uri\",\"protocol\":\"\$server_protocol\",\"status\":\$status,\"bytes_in\":\$request_length,\"bytes_out\":\$bytes_sent,\"duration\":\$request_time,\"upstream_time\":\"\$upstream_response_time\",\"pool\":\"\$pool\",\"upstream\":\"\$upstream_addr\"}';
-  access_log $RUN/$name/access.log gj buffer=64k flush=1s;"
+    log_format="log_format gj escape=json '{\"time\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",\"client\":\"\$remote_addr:\$remote_port\",\"method\":\"\$request_method\",\"path\":\"\$uri\",\"protocol\":\"\$server_protocol\",\"status\":\$status,\"bytes_in\":\$request_length,\"bytes_out\":\$bytes_sent,\"duration\":\$request_time,\"upstream_time\":\"\$upstream_response_time\",\"pool\":\"\$pool\",\"upstream\":\"\$upstream_addr\"}';"
+    # In the server block: nginx_head's http-level \`access_log off\` would cancel it there.
+    log_on="access_log $RUN/$name/access.log gj buffer=64k flush=1s;"
   fi
   { nginx_head "$RUN/$name"; cat <<EOF
   upstream v1 { server 127.0.0.1:$UP1; keepalive 256; keepalive_requests 100000000; keepalive_timeout 300s; }
@@ -224,8 +225,8 @@ start_nginx_proxy() {
   # per request: MurmurHash2 of the random \$request_id picks the pool; the header wins over it
   split_clients "\${request_id}" \$split_pool { 90% v1; * v2; }
   map \$http_x_canary \$pool { default \$split_pool; v2 v2; }
-  $log_lines
-  server { listen 127.0.0.1:${PORT[$name]} backlog=4096;
+  $log_format
+  server { listen 127.0.0.1:${PORT[$name]} backlog=4096; $log_on
     location / { proxy_pass http://\$pool; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 EOF
   } >"$RUN/$name/nginx.conf"
@@ -433,6 +434,7 @@ if [ "$WARMUP" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- 3. throughput
+echo "round,name,requests,log_lines" >"$OUT/logs.csv"
 echo "phase,round,name,conns,threads,duration,requests,rps,p50_us,p99_us,non2xx,socket_errors,hz,proxy_ticks,upstream_ticks,wrk_ticks,busy_ticks,total_ticks,proxy_cpu_us_per_req,other_cpu_pct" >"$OUT/raw.csv"
 TIMEFORMAT='%3U %3S'   # bash `time`: user and system seconds of wrk
 measure() { # ROUND NAME
@@ -447,6 +449,11 @@ measure() { # ROUND NAME
   p1=$(ticks $pids); u1=$(ticks $ups); read -r s1 < <(cpustat | tr ' ' ,)
   local req rps p50 p99 non2xx sock
   read -r req rps p50 p99 non2xx sock < <(parse_wrk "$f")
+  # A logging contestant must have logged: its lines after the flush (nginx: 1 s, graygate: 0.1 s).
+  if [ -f "$RUN/$name/access.log" ]; then
+    sleep 1.5
+    echo "$round,$name,$req,$(wc -l <"$RUN/$name/access.log")" >>"$OUT/logs.csv"
+  fi
   awk -v OFS=, -v ph=tput -v r="$round" -v n="$name" -v c="$CONNS" -v t="$THREADS" -v d="$DURATION" \
       -v req="$req" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v e="$non2xx" -v se="$sock" -v hz="$HZ" \
       -v px=$((p1 - p0)) -v up=$((u1 - u0)) -v s0="$s0" -v s1="$s1" '

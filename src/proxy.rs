@@ -129,7 +129,7 @@ impl Gateway {
         let table = self.routes.current();
         // Off by default: then nothing of the log is built or paid for.
         let entry = match &self.access_log {
-            Some(log) if log.sampled() => Some(Box::new(Entry::begin(&request, peer, &request_id, started))),
+            Some(log) if log.sampled() => Some(log.begin(&request, peer, &request_id, started)),
             _ => None,
         };
         let outcome = match self.prepare(request, peer, &table, &request_id) {
@@ -265,7 +265,7 @@ impl Gateway {
                 Either::Left(body) => body.log_on_end(entry, log.clone()),
                 Either::Right(body) => {
                     entry.bytes_out = http_body::Body::size_hint(body).exact().unwrap_or(0);
-                    log.submit(&entry);
+                    log.submit(entry);
                 }
             }
         }
@@ -319,6 +319,10 @@ fn failure(error: &UpstreamError, fault: &BodyFault) -> Failure {
 }
 
 fn route_taken(routed: &Routed<'_>) -> RouteTaken {
+    let rule = match routed.decision {
+        Decision::Rule(slot) => routed.function.rule_text(routed.trigger, slot).cloned(),
+        _ => None,
+    };
     RouteTaken {
         function: Arc::clone(&routed.function.name),
         trigger: Arc::clone(&routed.trigger.path),
@@ -326,6 +330,7 @@ fn route_taken(routed: &Routed<'_>) -> RouteTaken {
         version: Arc::clone(&routed.version.name),
         decision: routed.decision,
         fallback_from: routed.fallback_from.map(|v| Arc::clone(&v.name)),
+        rule,
         upstream: Arc::clone(&routed.version.upstream.health),
     }
 }

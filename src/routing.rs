@@ -293,6 +293,12 @@ impl Function {
     fn alias_named(&self, name: &str) -> Option<&Alias> {
         self.aliases.iter().find(|a| &*a.name == name)
     }
+
+    /// The header rules that send `trigger`'s alias to `slot`, as text (for the access log).
+    pub fn rule_text(&self, trigger: &Trigger, slot: Slot) -> Option<&Arc<str>> {
+        let alias = self.aliases.get(usize::from(trigger.alias?))?;
+        alias.strategy.iter().find(|(s, _)| *s == slot).map(|(_, rules)| rules.text())
+    }
 }
 
 // === impl Alias ===

@@ -15,7 +15,8 @@ fn entry(path: &str, headers: &[(&str, &str)]) -> Entry {
     let request = request.body(()).unwrap();
     let started = Instant::now() - Duration::from_millis(3);
     let mut entry =
-        Entry::begin(&request, "10.0.0.7:50123".parse().unwrap(), &HeaderValue::from_static("rid-1"), started);
+        Entry::begin(&request, "10.0.0.7:50123".parse().unwrap(), &HeaderValue::from_static("rid-1"), started, true);
+    entry.duration = started.elapsed();
     entry.status = 200;
     entry.bytes_in = 5;
     entry.bytes_out = 42;
@@ -30,12 +31,18 @@ fn routed(decision: Decision, fallback_from: Option<&str>) -> RouteTaken {
         version: "v2".into(),
         decision,
         fallback_from: fallback_from.map(Into::into),
+        rule: matches!(decision, Decision::Rule(_)).then(|| "x-user-group in beta,qa".into()),
         upstream: Arc::new(UpstreamHealth::new("127.0.0.1:9002", UpstreamPolicy::default())),
     }
 }
 
+fn line_of(entry: &Entry, json: bool) -> Vec<u8> {
+    let mut scratch = format::Scratch::default();
+    scratch.line(entry, if json { Format::Json } else { Format::Combined }).to_vec()
+}
+
 fn json_of(entry: &Entry) -> serde_json::Value {
-    let line = format::json(entry);
+    let line = line_of(entry, true);
     assert_eq!(line.last(), Some(&b'\n'), "one line per request");
     serde_json::from_slice(&line).unwrap()
 }
@@ -72,13 +79,16 @@ fn each_decision_is_spelled_for_the_reader() {
         entry.decision()
     };
     assert_eq!(spelled(Decision::Fixed, None), (Some("fixed"), None));
-    assert_eq!(spelled(Decision::Rule(1), None), (Some("rule"), None));
+    assert_eq!(spelled(Decision::Rule(1), None), (Some("rule"), Some("x-user-group in beta,qa".into())));
     assert_eq!(spelled(Decision::Sticky(12), None), (Some("sticky"), Some("bucket 12".into())));
     assert_eq!(
         spelled(Decision::Rotation(9), Some("v3")),
         (Some("fallback"), Some("v3 ejected (weight slot 9)".into()))
     );
-    assert_eq!(spelled(Decision::Rule(2), Some("v3")), (Some("fallback"), Some("v3 ejected (rule)".into())));
+    assert_eq!(
+        spelled(Decision::Rule(2), Some("v3")),
+        (Some("fallback"), Some("v3 ejected (rule x-user-group in beta,qa)".into()))
+    );
 }
 
 #[test]
@@ -96,7 +106,7 @@ fn a_combined_line_is_apaches_then_graygates_fields_and_cannot_be_forged() {
     let mut entry =
         entry("/hello-prod", &[("user-agent", "curl/8 \"x\" rid=forged"), ("referer", "https://shop.example/")]);
     entry.route = Some(routed(Decision::Sticky(4), None));
-    let line = String::from_utf8(format::combined(&entry)).unwrap();
+    let line = String::from_utf8(line_of(&entry, false)).unwrap();
     assert!(line.starts_with("10.0.0.7 - - ["), "{line}");
     assert!(
         line.contains(
@@ -109,34 +119,66 @@ fn a_combined_line_is_apaches_then_graygates_fields_and_cannot_be_forged() {
     assert_eq!(line.matches('\n').count(), 1);
 }
 
+fn settings(sink: Sink, buffer_bytes: usize, sample: f64) -> AccessLogSettings {
+    AccessLogSettings { sink, format: Format::Json, sample, buffer_bytes }
+}
+
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_waiting() {
-    let (queue, lines) = std::sync::mpsc::sync_channel(2);
+    // The writer is stuck opening a pipe nobody reads yet: the buffer (a few lines) fills.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let dropped = IntCounter::new("dropped", "test").unwrap();
-    let log = AccessLog { queue, format: Format::Json, sample: 1.0, dropped: dropped.clone(), reopen: Arc::default() };
-    let entry = entry("/hello-prod", &[]);
+    let (log, writer) = AccessLog::start(&settings(Sink::File(fifo.clone()), 2000, 1.0), dropped.clone()).unwrap();
     let started = Instant::now();
-    for _ in 0..5 {
-        log.submit(&entry);
+    for _ in 0..20 {
+        log.submit(Box::new(entry("/hello-prod", &[])));
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "submit never waits for the writer");
-    assert_eq!(dropped.get(), 3);
-    assert_eq!(lines.try_iter().count(), 2);
+    assert!(started.elapsed() < FLUSH, "submit never waits for the writer");
+    let kept = 20 - dropped.get();
+    assert!((2..=6).contains(&kept), "2,000 bytes hold a few lines: {kept} kept");
+    drop(log);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::open(&fifo).unwrap(), &mut text).unwrap();
+    writer.join().unwrap();
+    assert_eq!(text.lines().count() as u64, kept, "what was buffered is written when the last handle goes");
+    assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+#[test]
+fn lines_are_batched_and_their_times_are_the_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let (log, writer) =
+        AccessLog::start(&settings(Sink::File(path.clone()), 1 << 20, 1.0), IntCounter::new("d", "t").unwrap())
+            .unwrap();
+    let first = entry("/hello-prod", &[]);
+    let time = first.time;
+    log.submit(Box::new(first));
+    for _ in 0..99 {
+        log.submit(Box::new(entry("/hello-prod", &[])));
+    }
+    drop(log);
+    writer.join().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 100);
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let logged =
+        time::OffsetDateTime::parse(line["time"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let micros = |t: time::OffsetDateTime| t.unix_timestamp_nanos() / 1000;
+    assert_eq!(micros(logged), micros(time::OffsetDateTime::from(time)), "the request's own time, to the microsecond");
+    assert!(line["duration_ms"].as_f64().unwrap() >= 3.0, "measured when queued, not when written: {line}");
 }
 
 #[test]
 fn sampling_logs_about_its_share() {
-    let (queue, _lines) = std::sync::mpsc::sync_channel(1);
-    let log = |sample| AccessLog {
-        queue: queue.clone(),
-        format: Format::Json,
-        sample,
-        dropped: IntCounter::new("d", "t").unwrap(),
-        reopen: Arc::default(),
-    };
-    assert!((0..1000).all(|_| log(1.0).sampled()));
-    assert!(!(0..1000).any(|_| log(0.0).sampled()));
-    let tenth = log(0.1);
+    let log =
+        |sample| AccessLog::start(&settings(Sink::Stdout, 4096, sample), IntCounter::new("d", "t").unwrap()).unwrap().0;
+    let (all, none, tenth) = (log(1.0), log(0.0), log(0.1));
+    assert!((0..1000).all(|_| all.sampled()));
+    assert!(!(0..1000).any(|_| none.sampled()));
     let logged = (0..10_000).filter(|_| tenth.sampled()).count();
     assert!((700..1300).contains(&logged), "{logged} of 10,000 at 0.1");
 }

@@ -228,7 +228,7 @@ impl Drop for UpstreamBody {
             lease.release(self.ended || self.inner.is_end_stream());
         }
         if let Some((entry, log)) = self.log.take() {
-            log.submit(&entry);
+            log.submit(entry);
         }
     }
 }

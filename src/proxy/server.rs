@@ -175,9 +175,15 @@ async fn connection<H, F>(
         tracing::debug!(%error, "set_nodelay failed");
     }
     let activity = Activity::new();
+    // Until a connection has sent its first request there is nothing to drain: on shutdown
+    // it is closed at once, not left to its handshake or header-read deadline.
+    let mut waiting = stop.clone();
     match &shared.tls {
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(shared.settings.tls_handshake, acceptor.accept(stream)).await;
+            let handshake = tokio::select! {
+                handshake = tokio::time::timeout(shared.settings.tls_handshake, acceptor.accept(stream)) => handshake,
+                _ = stopped(&mut waiting) => return tracing::debug!(%peer, "shutdown during the TLS handshake; closing"),
+            };
             let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -191,7 +197,11 @@ async fn connection<H, F>(
             Box::pin(serve_io(io, h2, peer, shared, &activity, stop, aborted)).await;
         }
         None => {
-            let Some((prefix, h2)) = detect(&mut stream, shared.settings.header_read).await else {
+            let detected = tokio::select! {
+                detected = detect(&mut stream, shared.settings.header_read) => detected,
+                _ = stopped(&mut waiting) => return tracing::debug!(%peer, "shutdown before the first request; closing"),
+            };
+            let Some((prefix, h2)) = detected else {
                 return tracing::debug!(%peer, "no request before the header-read deadline; closing");
             };
             let io = ConnIo::new(prefix, stream);

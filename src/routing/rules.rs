@@ -33,6 +33,8 @@ struct Rule {
 pub struct RuleSet {
     combine: Combine,
     rules: Box<[Rule]>,
+    /// The rules as the access log names the one that matched (`x-user-group in beta,qa`).
+    text: std::sync::Arc<str>,
 }
 
 // === impl RuleSet ===
@@ -43,7 +45,13 @@ impl RuleSet {
     pub fn compile(strategy: &VersionStrategy) -> Option<Self> {
         let combine = if strategy.combine_type == "or" { Combine::Any } else { Combine::All };
         let rules = strategy.rules.iter().map(compile_rule).collect::<Option<Vec<_>>>()?;
-        Some(RuleSet { combine, rules: rules.into_boxed_slice() })
+        let each: Vec<String> = strategy.rules.iter().map(|r| format!("{} {} {}", r.param, r.op, r.value)).collect();
+        let joiner = if combine == Combine::Any { " or " } else { " and " };
+        Some(RuleSet { combine, rules: rules.into_boxed_slice(), text: each.join(joiner).into() })
+    }
+
+    pub fn text(&self) -> &std::sync::Arc<str> {
+        &self.text
     }
 
     pub fn matches(&self, headers: &HeaderMap) -> bool {

@@ -47,8 +47,8 @@ functions:
     )
 }
 
-fn json_log(path: std::path::PathBuf, buffer: usize) -> AccessLogSettings {
-    AccessLogSettings { sink: Sink::File(path), format: Format::Json, sample: 1.0, buffer }
+fn json_log(path: std::path::PathBuf, buffer_bytes: usize) -> AccessLogSettings {
+    AccessLogSettings { sink: Sink::File(path), format: Format::Json, sample: 1.0, buffer_bytes }
 }
 
 /// The line whose request id is the one the gateway answered with.
@@ -63,7 +63,7 @@ async fn each_line_says_which_route_and_which_decision_gave_the_version() {
     let dir = tempfile::tempdir().unwrap();
     let log = file_in(&dir, "access.log");
     let gw = Gateway::start_with(&routes(b["v1"], b["v2"], closed_port().await), |c| {
-        c.access_log = Some(json_log(log.clone(), 1024));
+        c.access_log = Some(json_log(log.clone(), 1 << 20));
     })
     .await;
 
@@ -98,6 +98,7 @@ async fn each_line_says_which_route_and_which_decision_gave_the_version() {
 
     let line = line_of(&lines, &rule);
     assert_eq!((line["decision"].as_str(), line["version"].as_str()), (Some("rule"), Some("v2")), "{line}");
+    assert_eq!(line["decision_detail"], "x-user-group in beta,qa", "which rule matched");
     assert_eq!(line["alias"], "beta");
 
     let line = line_of(&lines, &sticky);
@@ -125,7 +126,8 @@ async fn gateway_errors_are_logged_with_their_apig_code() {
     let slow = slow_backend(Duration::from_secs(2)).await;
     let dir = tempfile::tempdir().unwrap();
     let log = file_in(&dir, "access.log");
-    let gw = Gateway::start_with(&routes(v1, dead, slow), |c| c.access_log = Some(json_log(log.clone(), 1024))).await;
+    let gw =
+        Gateway::start_with(&routes(v1, dead, slow), |c| c.access_log = Some(json_log(log.clone(), 1 << 20))).await;
 
     let missing = gw.client.get("/nothing-here").await;
     let refused = gw.client.get_with("/hello-beta", &[("x-user-group", "beta")]).await;
@@ -161,7 +163,7 @@ async fn a_request_an_ejected_canary_gave_back_is_logged_as_a_fallback() {
     let dir = tempfile::tempdir().unwrap();
     let log = file_in(&dir, "access.log");
     let gw = Gateway::start_with(&routes(v1, dead, closed_port().await), |c| {
-        c.access_log = Some(json_log(log.clone(), 1024));
+        c.access_log = Some(json_log(log.clone(), 1 << 20));
         c.upstream.consecutive_failures = 1;
         c.upstream.ejection = Duration::from_secs(60);
     })
@@ -212,11 +214,11 @@ async fn a_writer_blocked_on_a_full_pipe_costs_lines_never_requests() {
         });
     }
     let gw = Gateway::start_with(&routes(v1["v1"], v1["v2"], closed_port().await), |c| {
-        c.access_log = Some(json_log(fifo.clone(), 64));
+        c.access_log = Some(json_log(fifo.clone(), 16 * 1024));
     })
     .await;
 
-    // Far more lines than the pipe (64 KiB) and the queue (64 lines) hold together.
+    // Far more lines than the pipe (64 KiB) and the buffer (16 KiB) hold together.
     const REQUESTS: usize = 3000;
     let clients: Vec<_> = (0..4)
         .map(|_| {

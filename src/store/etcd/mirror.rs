@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::fleet::ReplicaRecord;
 use super::layout::{self, Head, Key, Layout};
 use super::wire::{Event, KeyValue};
-use crate::audit::{Filter, Record};
+use crate::audit::{Filter, Outcome, Record};
 use crate::routes::{FunctionSpec, Problem, RoutesError, RoutesFile};
 
 pub struct Mirror {
@@ -209,8 +209,11 @@ impl Mirror {
                 Some((seen, _)) if *seen >= revision => {}
                 _ => {
                     let record = value.and_then(|v| serde_json::from_slice::<Record>(&v).ok()).map(|mut record| {
-                        // The record's revision is the one its change was committed at.
-                        record.revision = record.revision.or(u64::try_from(revision).ok());
+                        // A change's record is committed in the change's own transaction: its
+                        // revision is the state's. A refusal changed no state: it has none.
+                        if record.result == Outcome::Applied {
+                            record.revision = record.revision.or(u64::try_from(revision).ok());
+                        }
                         record
                     });
                     self.audit.insert(key, (revision, record));
