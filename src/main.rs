@@ -217,7 +217,14 @@ fn routes(command: RoutesCommand) -> ExitCode {
                 Ok(routes) => routes,
                 Err(error) => return rejected(&error.to_string(), error.problems.len()),
             };
-            match run_blocking(remote::push(&config.source, &routes, &text, expect_revision, limits)) {
+            match run_blocking(remote::push(
+                &config.source,
+                &routes,
+                &text,
+                expect_revision,
+                limits,
+                config.audit_log.retain,
+            )) {
                 Ok(Ok(Pushed::Unchanged { revision })) => {
                     println!("unchanged: the stored state already is {} (revision {revision})", file.display());
                     ExitCode::SUCCESS

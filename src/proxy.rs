@@ -88,6 +88,23 @@ struct Outcome<'t> {
     exchange: Option<Exchange>,
 }
 
+/// A request's log entry until `respond` takes it. A request whose future is dropped first
+/// (the client went away while the upstream worked, the grace period ended) is still
+/// logged: as 499, nginx's "client closed request".
+struct Pending<'g> {
+    entry: Option<Box<Entry>>,
+    log: Option<&'g AccessLog>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let (Some(mut entry), Some(log)) = (self.entry.take(), self.log) {
+            entry.status = 499;
+            log.submit(entry);
+        }
+    }
+}
+
 /// The upstream side of a logged request.
 struct Exchange {
     duration: Duration,
@@ -128,15 +145,20 @@ impl Gateway {
         let request_id = headers::request_id(request.headers());
         let table = self.routes.current();
         // Off by default: then nothing of the log is built or paid for.
-        let entry = match &self.access_log {
-            Some(log) if log.sampled() => Some(log.begin(&request, peer, &request_id, started)),
-            _ => None,
-        };
+        let mut pending = Pending { entry: None, log: self.access_log.as_ref() };
+        if let Some(log) = pending.log.filter(|log| log.sampled()) {
+            pending.entry = Some(log.begin(&request, peer, &request_id, started));
+        }
         let outcome = match self.prepare(request, peer, &table, &request_id) {
-            Ok(prepared) => self.forward(prepared, entry.is_some()).await,
+            Ok(prepared) => {
+                if let Some(entry) = pending.entry.as_mut() {
+                    entry.route = Some(route_taken(&prepared.routed));
+                }
+                self.forward(prepared, pending.entry.is_some()).await
+            }
             Err(Refused { routed, error }) => Outcome { routed, answer: Err(error), exchange: None },
         };
-        self.respond(outcome, &request_id, started, entry)
+        self.respond(outcome, &request_id, started, pending.entry.take())
     }
 
     /// Checks the request, routes it and rewrites it for its upstream.
@@ -254,7 +276,9 @@ impl Gateway {
         if let (Some(mut entry), Some(log)) = (entry, &self.access_log) {
             entry.status = response.status().as_u16();
             entry.error_code = error_code;
-            entry.route = outcome.routed.map(|routed| route_taken(&routed));
+            if entry.route.is_none() {
+                entry.route = outcome.routed.map(|routed| route_taken(&routed));
+            }
             if let Some(exchange) = &outcome.exchange {
                 entry.upstream_duration = Some(exchange.duration);
                 entry.bytes_in = exchange.fault.received();

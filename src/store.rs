@@ -111,6 +111,9 @@ pub enum ApplyError<E> {
     Unavailable(String),
     /// Other replicas kept changing the state under this one; the caller may retry.
     Conflict(String),
+    /// The change is larger than one etcd transaction holds (it touches too many functions):
+    /// `graygate routes push` stores a change of any size.
+    TooLarge(String),
     /// A bug: validated routes failed to compile, or the worker died.
     Internal(String),
 }

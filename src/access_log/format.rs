@@ -143,21 +143,21 @@ fn combined(entry: &Entry, decision: Option<&str>, detail: &[u8], clock: &mut Cl
     out.extend_from_slice(b"\" \"");
     dash(out, entry.user_agent.as_ref().map(|v| v.as_bytes()));
     out.extend_from_slice(b"\" rid=");
-    dash(out, Some(entry.request_id.as_bytes()));
+    bare(out, Some(entry.request_id.as_bytes()));
     out.extend_from_slice(b" fn=");
-    dash(out, route.map(|r| r.function.as_bytes()));
+    bare(out, route.map(|r| r.function.as_bytes()));
     out.extend_from_slice(b" trigger=");
-    dash(out, route.map(|r| r.trigger.as_bytes()));
+    bare(out, route.map(|r| r.trigger.as_bytes()));
     out.extend_from_slice(b" alias=");
-    dash(out, route.and_then(|r| r.alias.as_deref()).map(str::as_bytes));
+    bare(out, route.and_then(|r| r.alias.as_deref()).map(str::as_bytes));
     out.extend_from_slice(b" version=");
-    dash(out, route.map(|r| r.version.as_bytes()));
+    bare(out, route.map(|r| r.version.as_bytes()));
     out.extend_from_slice(b" decision=");
-    dash(out, decision.map(str::as_bytes));
+    bare(out, decision.map(str::as_bytes));
     out.extend_from_slice(b" detail=\"");
     dash(out, (!detail.is_empty()).then_some(detail));
     out.extend_from_slice(b"\" upstream=");
-    dash(out, route.map(|r| r.upstream.authority().as_bytes()));
+    bare(out, route.map(|r| r.upstream.authority().as_bytes()));
     out.extend_from_slice(b" rt=");
     seconds(out, entry.duration);
     out.extend_from_slice(b" urt=");
@@ -168,7 +168,7 @@ fn combined(entry: &Entry, decision: Option<&str>, detail: &[u8], clock: &mut Cl
     out.extend_from_slice(b" retries=");
     integer(out, u64::from(entry.retries));
     out.extend_from_slice(b" code=");
-    dash(out, entry.error_code.map(str::as_bytes));
+    bare(out, entry.error_code.map(str::as_bytes));
     out.push(b'\n');
 }
 
@@ -338,6 +338,22 @@ fn protocol(version: http::Version) -> &'static str {
         http::Version::HTTP_2 => "HTTP/2.0",
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
+    }
+}
+
+/// An unquoted `key=value` field: as [`dash`], spaces escaped too, so a value cannot end its
+/// field early and forge the next one.
+fn bare(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(value) if !value.is_empty() => {
+            for part in value.split(|b| *b == b' ').enumerate() {
+                if part.0 > 0 {
+                    out.extend_from_slice(b"\\x20");
+                }
+                quote_safe(out, part.1);
+            }
+        }
+        _ => out.push(b'-'),
     }
 }
 

@@ -105,6 +105,7 @@ fn an_unrouted_request_has_its_error_code_and_no_route() {
 fn a_combined_line_is_apaches_then_graygates_fields_and_cannot_be_forged() {
     let mut entry =
         entry("/hello-prod", &[("user-agent", "curl/8 \"x\" rid=forged"), ("referer", "https://shop.example/")]);
+    entry.request_id = HeaderValue::from_static("rid-1 fn=forged");
     entry.route = Some(routed(Decision::Sticky(4), None));
     let line = String::from_utf8(line_of(&entry, false)).unwrap();
     assert!(line.starts_with("10.0.0.7 - - ["), "{line}");
@@ -114,7 +115,7 @@ fn a_combined_line_is_apaches_then_graygates_fields_and_cannot_be_forged() {
         ),
         "{line}"
     );
-    assert!(line.contains(" rid=rid-1 fn=hello trigger=/hello-prod alias=prod version=v2 decision=sticky detail=\"bucket 4\" upstream=127.0.0.1:9002 "), "{line}");
+    assert!(line.contains(" rid=rid-1\\x20fn=forged fn=hello trigger=/hello-prod alias=prod version=v2 decision=sticky detail=\"bucket 4\" upstream=127.0.0.1:9002 "), "{line}");
     assert!(line.ends_with(" retries=0 code=-\n"), "{line}");
     assert_eq!(line.matches('\n').count(), 1);
 }

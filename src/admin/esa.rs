@@ -194,6 +194,9 @@ fn esa_refusal(e: ApplyError<EsaError>) -> EsaError {
             }
         }
         ApplyError::Conflict(why) => EsaError { status: StatusCode::CONFLICT, code: "Conflict", message: why },
+        ApplyError::TooLarge(why) => {
+            EsaError { status: StatusCode::BAD_REQUEST, code: "InvalidParameter", message: why }
+        }
         ApplyError::Internal(why) => {
             tracing::error!(%why, "ESA change failed");
             EsaError {

@@ -301,6 +301,7 @@ fn fg_refusal(e: ApplyError<FgError>) -> FgError {
             error(StatusCode::SERVICE_UNAVAILABLE, "FSS.0503", format!("the routing store is unavailable: {why}"))
         }
         ApplyError::Conflict(why) => error(StatusCode::CONFLICT, "FSS.0409", why),
+        ApplyError::TooLarge(why) => error(StatusCode::PAYLOAD_TOO_LARGE, "FSS.0413", why),
         ApplyError::Internal(why) => {
             tracing::error!(%why, "management change failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "FSS.0500", "internal error")

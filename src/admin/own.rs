@@ -125,6 +125,7 @@ async fn replace(store: &Editor<'_>, request: &AdminRequest) -> Reply {
             refuse(StatusCode::SERVICE_UNAVAILABLE, "GG.0503", format!("the routing store is unavailable: {why}")).await
         }
         Err(ApplyError::Conflict(why)) => refuse(StatusCode::CONFLICT, "GG.0409", why).await,
+        Err(ApplyError::TooLarge(why)) => refuse(StatusCode::PAYLOAD_TOO_LARGE, "GG.0413", why).await,
         Err(ApplyError::Write(error)) => {
             refuse(StatusCode::INTERNAL_SERVER_ERROR, "GG.0500", format!("cannot persist the change: {error}")).await
         }

@@ -86,10 +86,11 @@ impl Status {
     pub fn render(&self, store: &RoutesStore) -> Reply {
         let now = Snapshot::take(&self.metrics);
         let delta = self.history.last_minute(&now);
+        let counts = Counts::of(&delta, &now);
         let table = store.current();
         let spec = table.source().spec();
         let status = store.status();
-        let functions: Vec<Value> = spec.functions.iter().map(|f| function(f, &delta, &now)).collect();
+        let functions: Vec<Value> = spec.functions.iter().map(|f| function(f, &counts, &delta)).collect();
         let fleet = store.fleet();
         json_reply(
             StatusCode::OK,
@@ -117,15 +118,44 @@ impl Status {
     }
 }
 
-fn function(spec: &FunctionSpec, delta: &Delta, now: &Snapshot) -> Value {
-    let aliases: Vec<AliasStatus> = spec.aliases.iter().map(|alias| alias_status(spec, alias, delta, now)).collect();
+/// The counters grouped once per page (a lookup per alias and version, not a scan of every
+/// series: with 10,000 functions a scan each would be quadratic).
+struct Counts<'d> {
+    /// (function, target) → version → requests, in the window and since start.
+    window: HashMap<(&'d str, &'d str), BTreeMap<&'d str, u64>>,
+    total: HashMap<(&'d str, &'d str), u64>,
+    /// (function, version) → (requests, 5xx answers) in the window.
+    versions: HashMap<(&'d str, &'d str), (u64, u64)>,
+}
+
+impl<'d> Counts<'d> {
+    fn of(delta: &'d Delta, now: &'d Snapshot) -> Self {
+        let mut counts = Counts { window: HashMap::new(), total: HashMap::new(), versions: HashMap::new() };
+        for ((function, target, version, code), count) in &delta.requests {
+            *counts.window.entry((function, target)).or_default().entry(version).or_default() += count;
+            let entry = counts.versions.entry((function, version)).or_default();
+            entry.0 += count;
+            if code.starts_with('5') {
+                entry.1 += count;
+            }
+        }
+        for ((function, target, _, _), count) in &now.requests {
+            *counts.total.entry((function, target)).or_default() += count;
+        }
+        counts
+    }
+}
+
+fn function(spec: &FunctionSpec, counts: &Counts<'_>, delta: &Delta) -> Value {
+    let aliases: Vec<AliasStatus> = spec.aliases.iter().map(|alias| alias_status(spec, alias, counts)).collect();
     let mut versions: Vec<&str> = spec.versions.iter().map(|v| v.version.as_str()).collect();
     versions.push("latest");
-    let versions: Vec<VersionStatus> = versions.into_iter().map(|v| version_status(&spec.name, v, delta)).collect();
+    let versions: Vec<VersionStatus> =
+        versions.into_iter().map(|v| version_status(&spec.name, v, counts, delta)).collect();
     json!({ "name": spec.name, "aliases": aliases, "versions": versions })
 }
 
-fn alias_status(function: &FunctionSpec, alias: &AliasSpec, delta: &Delta, now: &Snapshot) -> AliasStatus {
+fn alias_status(function: &FunctionSpec, alias: &AliasSpec, counts: &Counts<'_>) -> AliasStatus {
     let extra: i64 = alias.additional_version_weights.values().sum();
     let mut configured = vec![Share { version: alias.version.clone(), percent: (100 - extra) as f64, requests: None }];
     configured.extend(alias.additional_version_weights.iter().map(|(version, weight)| Share {
@@ -147,27 +177,19 @@ fn alias_status(function: &FunctionSpec, alias: &AliasSpec, delta: &Delta, now: 
         (None, Some(cookie)) => format!("cookie {cookie}"),
         (None, None) => "on".to_owned(),
     });
-    let through_alias = |requests: &HashMap<crate::metrics::window::RouteKey, u64>| {
-        let mut by_version: BTreeMap<String, u64> = BTreeMap::new();
-        for ((f, target, version, _code), count) in requests {
-            if *f == function.name && *target == alias.name {
-                *by_version.entry(version.clone()).or_default() += count;
-            }
-        }
-        by_version
-    };
-    let window = through_alias(&delta.requests);
-    let requests: u64 = window.values().sum();
+    let key = (function.name.as_str(), alias.name.as_str());
+    let window = counts.window.get(&key);
+    let requests: u64 = window.map_or(0, |w| w.values().sum());
     let observed = window
         .into_iter()
-        .filter(|(_, count)| *count > 0)
+        .flatten()
+        .filter(|(_, count)| **count > 0)
         .map(|(version, count)| Share {
-            version,
-            percent: if requests == 0 { 0.0 } else { (count as f64 * 1000.0 / requests as f64).round() / 10.0 },
-            requests: Some(count),
+            version: (*version).to_owned(),
+            percent: if requests == 0 { 0.0 } else { (*count as f64 * 1000.0 / requests as f64).round() / 10.0 },
+            requests: Some(*count),
         })
         .collect();
-    let total = through_alias(&now.requests).values().sum();
     AliasStatus {
         name: alias.name.clone(),
         version: alias.version.clone(),
@@ -176,20 +198,12 @@ fn alias_status(function: &FunctionSpec, alias: &AliasSpec, delta: &Delta, now: 
         sticky,
         requests,
         observed,
-        total,
+        total: counts.total.get(&key).copied().unwrap_or(0),
     }
 }
 
-fn version_status(function: &str, version: &str, delta: &Delta) -> VersionStatus {
-    let (mut requests, mut errors) = (0, 0);
-    for ((f, _, v, code), count) in &delta.requests {
-        if f == function && v == version {
-            requests += count;
-            if code.starts_with('5') {
-                errors += count;
-            }
-        }
-    }
+fn version_status(function: &str, version: &str, counts: &Counts<'_>, delta: &Delta) -> VersionStatus {
+    let (requests, errors) = counts.versions.get(&(function, version)).copied().unwrap_or((0, 0));
     let p99 = delta.latency.get(&(function.to_owned(), version.to_owned())).and_then(|b| quantile(0.99, b));
     VersionStatus {
         version: version.to_owned(),

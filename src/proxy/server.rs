@@ -175,15 +175,25 @@ async fn connection<H, F>(
         tracing::debug!(%error, "set_nodelay failed");
     }
     let activity = Activity::new();
-    // Until a connection has sent its first request there is nothing to drain: on shutdown
-    // it is closed at once, not left to its handshake or header-read deadline.
+    // Until a connection has sent its first byte there is nothing to drain: on shutdown it is
+    // closed at once, not left to its handshake or header-read deadline. Once a byte came,
+    // the request it starts is served (the byte is looked for first).
+    let accepted = tokio::time::Instant::now();
+    let first = if shared.tls.is_some() { shared.settings.tls_handshake } else { shared.settings.header_read };
     let mut waiting = stop.clone();
+    let mut byte = [0; 1];
+    let arrived = tokio::select! {
+        biased;
+        peeked = tokio::time::timeout(first, stream.peek(&mut byte)) => matches!(peeked, Ok(Ok(1..))),
+        _ = stopped(&mut waiting) => false,
+    };
+    if !arrived {
+        return tracing::debug!(%peer, "nothing sent before the deadline or shutdown; closing");
+    }
+    let left = |deadline: Duration| deadline.saturating_sub(accepted.elapsed());
     match &shared.tls {
         Some(acceptor) => {
-            let handshake = tokio::select! {
-                handshake = tokio::time::timeout(shared.settings.tls_handshake, acceptor.accept(stream)) => handshake,
-                _ = stopped(&mut waiting) => return tracing::debug!(%peer, "shutdown during the TLS handshake; closing"),
-            };
+            let handshake = tokio::time::timeout(left(shared.settings.tls_handshake), acceptor.accept(stream)).await;
             let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
@@ -197,11 +207,7 @@ async fn connection<H, F>(
             Box::pin(serve_io(io, h2, peer, shared, &activity, stop, aborted)).await;
         }
         None => {
-            let detected = tokio::select! {
-                detected = detect(&mut stream, shared.settings.header_read) => detected,
-                _ = stopped(&mut waiting) => return tracing::debug!(%peer, "shutdown before the first request; closing"),
-            };
-            let Some((prefix, h2)) = detected else {
+            let Some((prefix, h2)) = detect(&mut stream, left(shared.settings.header_read)).await else {
                 return tracing::debug!(%peer, "no request before the header-read deadline; closing");
             };
             let io = ConnIo::new(prefix, stream);

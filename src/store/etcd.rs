@@ -11,7 +11,7 @@
 //! its [`snapshot`](super::snapshot) and catches up when etcd is back.
 
 mod client;
-mod commit;
+pub(super) mod commit;
 pub mod fleet;
 pub mod layout;
 mod mirror;
@@ -28,7 +28,7 @@ pub use client::{EtcdClient, EtcdError};
 pub use fleet::{ReplicaIdentity, ReplicaRecord};
 use layout::Layout;
 use mirror::Mirror;
-use wire::{Compare, KeyValue, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use wire::{Compare, KeyValue, RangeRequest, TxnRequest};
 
 use super::{ApplyError, Edit, ReloadOutcome, RoutesStore, Stamp, StoreError, compile_over, snapshot};
 use crate::audit::{Attribution, Filter, Outcome, Record};
@@ -322,10 +322,14 @@ impl Shared {
         record.id = format!("{revision:016}-etcd");
         record.revision = u64::try_from(revision).ok();
         let key = self.layout.audit(&record.id);
-        let Ok(value) = serde_json::to_vec(&record) else { return };
+        let overflow = self.lock().audit_overflow(store.trail.retain().saturating_sub(1), commit::PRUNE);
+        let (ops, writes) = match commit::record_ops(&self.layout, &record, &overflow) {
+            Ok(built) => built,
+            Err(error) => return tracing::error!(%error, "cannot encode an audit record"),
+        };
         let txn = TxnRequest {
             compare: vec![Compare {
-                key: key.clone().into_bytes(),
+                key: key.into_bytes(),
                 range_end: Vec::new(),
                 target: "CREATE",
                 result: "EQUAL",
@@ -333,11 +337,14 @@ impl Shared {
                 create_revision: Some(0),
                 version: None,
             }],
-            success: vec![RequestOp::Put(PutRequest { key: key.into_bytes(), value, lease: 0 })],
+            success: ops,
             failure: Vec::new(),
         };
         match self.client.txn(&txn).await {
-            Ok(answer) if answer.succeeded => store.keep(record).await,
+            Ok(answer) if answer.succeeded => {
+                self.lock().apply_own(writes, answer.header.revision);
+                store.keep(record).await;
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, revision, "cannot record a hand edit of etcd in the audit trail"),
         }
@@ -388,7 +395,19 @@ async fn sync(store: &RoutesStore, shared: &Shared) -> ReloadOutcome {
             }
             Err(error) => {
                 if settle(shared) {
-                    store.reject(shared.lock().state_revision.try_into().unwrap_or(0), &error);
+                    let (revision, by_hand) = {
+                        let mirror = shared.lock();
+                        (mirror.state_revision, !mirror.audited_at(mirror.state_revision))
+                    };
+                    store.reject(revision.try_into().unwrap_or(0), &error);
+                    if by_hand {
+                        let record = Attribution::new("etcd", "etcd put").refused(
+                            store.replica_id(),
+                            Outcome::Rejected,
+                            error.to_string(),
+                        );
+                        shared.record_hand_edit(store, record, revision).await;
+                    }
                     return ReloadOutcome::Rejected(error);
                 }
                 continue;

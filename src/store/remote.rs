@@ -64,6 +64,7 @@ pub async fn push(
     text: &str,
     expect: Option<u64>,
     limits: &ReadLimits,
+    retain: usize,
 ) -> Result<Pushed, RemoteError> {
     match source {
         SourceSettings::File(path) => {
@@ -78,7 +79,7 @@ pub async fn push(
                 .map_err(|e| RemoteError::Refused(format!("{}: {e}", path.display())))?;
             Ok(Pushed::Stored { revision: 0, functions: routes.spec().functions.len() })
         }
-        SourceSettings::Etcd(settings) => push_etcd(settings, routes.spec(), expect).await,
+        SourceSettings::Etcd(settings) => push_etcd(settings, routes.spec(), expect, retain).await,
     }
 }
 
@@ -100,7 +101,12 @@ pub async fn pull(source: &SourceSettings, limits: &ReadLimits) -> Result<(Route
     }
 }
 
-async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<u64>) -> Result<Pushed, RemoteError> {
+async fn push_etcd(
+    settings: &EtcdSettings,
+    routes: &RoutesFile,
+    expect: Option<u64>,
+    retain: usize,
+) -> Result<Pushed, RemoteError> {
     let client = EtcdClient::new(settings).map_err(|e| RemoteError::Refused(e.to_string()))?;
     let layout = Layout::new(&settings.prefix);
     let stored = read(&client, &layout).await?;
@@ -153,20 +159,23 @@ async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<
     let before = stored.routes.as_ref().unwrap_or(&empty);
     let record = Attribution::cli("routes push").record("cli", Outcome::Applied, before, &wanted);
     let record_value = serde_json::to_vec(&record).map_err(|e| RemoteError::Refused(e.to_string()))?;
+    let pruned = audit_overflow(&client, &layout, retain).await?;
+    let mut success = pruned;
+    success.extend([
+        // The push's audit record, committed with it.
+        RequestOp::Put(PutRequest { key: layout.audit(&record.id).into_bytes(), value: record_value, lease: 0 }),
+        RequestOp::Put(PutRequest {
+            key: layout.head().into_bytes(),
+            value: serde_json::to_vec(&head).map_err(|e| RemoteError::Refused(e.to_string()))?,
+            lease: 0,
+        }),
+        // Every other set: the one replaced, and any a crashed push left behind.
+        RequestOp::Delete(DeleteRangeRequest { key: sets_start, range_end: new_start.clone() }),
+        RequestOp::Delete(DeleteRangeRequest { key: new_end.clone(), range_end: sets_end }),
+    ]);
     let flip = TxnRequest {
         compare,
-        success: vec![
-            // The push's audit record, committed with it.
-            RequestOp::Put(PutRequest { key: layout.audit(&record.id).into_bytes(), value: record_value, lease: 0 }),
-            RequestOp::Put(PutRequest {
-                key: layout.head().into_bytes(),
-                value: serde_json::to_vec(&head).map_err(|e| RemoteError::Refused(e.to_string()))?,
-                lease: 0,
-            }),
-            // Every other set: the one replaced, and any a crashed push left behind.
-            RequestOp::Delete(DeleteRangeRequest { key: sets_start, range_end: new_start.clone() }),
-            RequestOp::Delete(DeleteRangeRequest { key: new_end.clone(), range_end: sets_end }),
-        ],
+        success,
         failure: vec![RequestOp::Delete(DeleteRangeRequest { key: new_start, range_end: new_end })],
     };
     let answer = client.txn(&flip).await?;
@@ -179,6 +188,22 @@ async fn push_etcd(settings: &EtcdSettings, routes: &RoutesFile, expect: Option<
         revision: u64::try_from(answer.header.revision).unwrap_or(0),
         functions: wanted.functions.len(),
     })
+}
+
+/// Deletions of the oldest audit records beyond `retain` (the push adds one), at most
+/// [`PRUNE`](super::etcd::commit::PRUNE) per push, as the replicas' commits prune.
+async fn audit_overflow(client: &EtcdClient, layout: &Layout, retain: usize) -> Result<Vec<RequestOp>, RemoteError> {
+    let (start, end) = layout.audits();
+    let request = RangeRequest { key: start, range_end: end, keys_only: true, ..RangeRequest::default() };
+    let listed = client.range(&request).await?;
+    let mut keys: Vec<(i64, Vec<u8>)> = listed.kvs.into_iter().map(|kv| (kv.mod_revision, kv.key.to_vec())).collect();
+    keys.sort();
+    let excess = keys.len().saturating_sub(retain.saturating_sub(1));
+    Ok(keys
+        .into_iter()
+        .take(excess.min(super::etcd::commit::PRUNE))
+        .map(|(_, key)| RequestOp::Delete(DeleteRangeRequest { key, range_end: Vec::new() }))
+        .collect())
 }
 
 async fn stage(client: &EtcdClient, batch: Vec<RequestOp>) -> Result<(), RemoteError> {

@@ -103,8 +103,13 @@ async fn every_replica_shows_the_fleets_history_with_each_change_once() {
     assert!(on_a[5]["changes"][0]["after"].is_null());
 }
 
+fn audit_keys(fleet: &Fleet) -> usize {
+    let keys = fleet.etcd.etcdctl(&["get", "--prefix", "/fleet-test/audit/", "--keys-only"]);
+    keys.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_trail_in_etcd_keeps_only_its_retention() {
+async fn the_trail_in_etcd_keeps_only_its_retention_and_always_the_state_in_force() {
     let fleet = Fleet::start(&[]).await;
     let endpoints = [fleet.etcd.endpoint()];
     let options = Options { server_extra: "audit_log: { retain: 5 }\n", ..Options::plain(&endpoints) };
@@ -115,14 +120,68 @@ async fn the_trail_in_etcd_keeps_only_its_retention() {
         let body = json!({ "version": "v1", "additional_version_weights": { "v2": weight } });
         assert_eq!(a.fg(Method::PUT, &alias, Some(body), &[]).await.status, StatusCode::OK);
     }
-    let keys = fleet.etcd.etcdctl(&["get", "--prefix", "/fleet-test/audit/", "--keys-only"]);
-    let stored = keys.lines().filter(|l| !l.trim().is_empty()).count();
-    assert_eq!(stored, 5, "the oldest records were pruned with each commit:\n{keys}");
+    assert_eq!(audit_keys(&fleet), 5, "the oldest records were pruned with each commit");
     let records = trail(&b, 5).await;
-    assert_eq!(records.len(), 5);
     let weights: Vec<Value> = records
         .iter()
         .map(|r| r["changes"][0]["after"]["aliases"][0]["additional_version_weights"]["v2"].clone())
         .collect();
     assert_eq!(weights, [json!(8), json!(9), json!(10), json!(11), json!(12)], "the newest five");
+
+    // Refusals fill the trail; the record of the state in force stays.
+    let served = a.revision().await;
+    for _ in 0..8 {
+        let duplicate = json!({ "name": "prod", "version": "v1" });
+        let refused = a.fg(Method::POST, &functions("hello", "latest", "/aliases"), Some(duplicate), &[]).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT);
+    }
+    assert_eq!(audit_keys(&fleet), 5);
+    let records = trail(&b, 5).await;
+    assert!(records.iter().any(|r| r["revision"].as_u64() == Some(served)), "{records:#?}");
+    assert_eq!(records.iter().filter(|r| r["result"] == "refused").count(), 4);
+
+    // Pushes prune too.
+    let pulled = crate::cluster::cli(&["routes", "pull", "--config", fleet.config().to_str().unwrap()]).1;
+    let mut state: graygate::routes::RoutesFile = serde_norway::from_str(&pulled).unwrap();
+    for description in ["one", "two", "three"] {
+        state.functions[0].description = Some(description.into());
+        let config = fleet.dir.path().join("retain.yaml");
+        let text = std::fs::read_to_string(fleet.config()).unwrap() + "audit_log: { retain: 5 }\n";
+        std::fs::write(&config, text).unwrap();
+        push(&config, fleet.dir.path(), &serde_norway::to_string(&state).unwrap());
+    }
+    assert_eq!(audit_keys(&fleet), 5, "a push prunes as a commit does");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edit_that_cannot_be_read_is_recorded_once_and_a_replace_too_large_for_etcd_is_413() {
+    let fleet = Fleet::start(&["a", "b"]).await;
+    let [a, b] = &fleet.replicas[..] else { unreachable!() };
+    let key = format!("/fleet-test/routes/set/{}/fn/other", fleet.etcd.current_set("/fleet-test"));
+    fleet.etcd.etcdctl(&["put", &key, "{\"name\": \"other\", "]);
+    let records = trail(b, 2).await;
+    let hand: Vec<&Value> = records.iter().filter(|r| r["operation"] == "etcd put").collect();
+    assert_eq!(hand.len(), 1, "{records:#?}");
+    assert_eq!((field(hand[0], "actor").as_str(), field(hand[0], "result").as_str()), ("etcd", "rejected"));
+    assert!(field(hand[0], "error").contains(&key), "{}", hand[0]);
+
+    // A replace of 200 functions does not fit one transaction: refused whole, clearly.
+    let mut state = a.admin_get("/graygate/v1/routes").await.unwrap().json();
+    let template = state["functions"][0].clone();
+    state["functions"] = Value::Array(
+        (0..200)
+            .map(|i| {
+                let mut function = template.clone();
+                function["name"] = json!(format!("bulk{i}"));
+                function["aliases"] = json!([]);
+                function["triggers"] = json!([]);
+                function
+            })
+            .collect(),
+    );
+    let body = Some(state);
+    let replaced = a.fg(Method::PUT, "/graygate/v1/routes", body, &[]).await;
+    assert_eq!(replaced.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", replaced.text());
+    assert!(replaced.text().contains("GG.0413") && replaced.text().contains("routes push"), "{}", replaced.text());
+    assert_eq!(a.client.get("/hello-prod").await.status, StatusCode::OK, "nothing changed");
 }

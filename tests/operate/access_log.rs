@@ -251,3 +251,25 @@ async fn a_writer_blocked_on_a_full_pipe_costs_lines_never_requests() {
     assert_eq!(read.load(Ordering::Relaxed) + dropped as usize, REQUESTS, "no line counted twice");
     assert_eq!(torn.load(Ordering::Relaxed), 0, "whole lines only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_its_client_abandoned_is_logged_as_499() {
+    let v1 = support::backends(&["v1"]).await["v1"];
+    let (held, mut arrivals, release) = support::gated_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = file_in(&dir, "access.log");
+    let gw = Gateway::start_with(&routes(v1, v1, held).replace("timeout_ms: 200", "timeout_ms: 30000"), |c| {
+        c.access_log = Some(json_log(log.clone(), 1 << 20));
+    })
+    .await;
+    // The client sends its request and hangs up while the upstream holds its answer.
+    let mut client = tokio::net::TcpStream::connect(gw.app.data_addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /slow-latest HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+    tokio::time::timeout(PATIENCE, arrivals.recv()).await.unwrap().unwrap();
+    drop(client);
+    let lines = wait_for_lines(&log, 1).await;
+    release.notify_one();
+    let line = &lines[0];
+    assert_eq!((line["status"].as_u64(), line["path"].as_str()), (Some(499), Some("/slow-latest")), "{line}");
+    assert_eq!((line["function"].as_str(), line["decision"].as_str()), (Some("slow"), Some("fixed")), "{line}");
+}

@@ -25,6 +25,9 @@ use crate::store::{ApplyError, Edit, RoutesStore, Stamp, compile_over, run_edit}
 /// Attempts before an edit that keeps losing to other replicas gives up (409).
 const ATTEMPTS: usize = 8;
 
+/// etcd's default `--max-txn-ops`: the most compares, or operations, one transaction holds.
+const MAX_TXN_OPS: usize = 128;
+
 /// What a transaction writes and the guard it carries.
 pub struct Plan {
     pub txn: TxnRequest,
@@ -85,6 +88,14 @@ pub async fn apply<T: Send + 'static, E: Send + 'static>(
             shared.store_record(store, &record).await;
             store.keep(record).await;
             return Ok(value);
+        }
+        let operations = plan.txn.compare.len().max(plan.txn.success.len());
+        if operations > MAX_TXN_OPS {
+            return Err(ApplyError::TooLarge(format!(
+                "this change rewrites {} functions, more than one etcd transaction holds ({MAX_TXN_OPS} operations): \
+                 store it with `graygate routes push`, which stages a change of any size",
+                plan.txn.compare.len().saturating_sub(2)
+            )));
         }
         match shared.client.txn(&plan.txn).await {
             Ok(committed) if committed.succeeded => {

@@ -349,16 +349,22 @@ impl Mirror {
         self.audit.values().any(|(_, record)| record.as_ref().is_some_and(|r| r.revision == revision))
     }
 
-    /// The keys of the oldest records beyond `retain` (at most `most` of them).
+    /// The keys of the oldest records beyond `retain` (at most `most` of them). The record
+    /// of the state in force is never among them: without it, that state would look like a
+    /// hand edit to a replica that lists it later.
     pub fn audit_overflow(&self, retain: usize, most: usize) -> Vec<String> {
-        let mut live: Vec<(i64, &String)> =
-            self.audit.iter().filter(|(_, (_, record))| record.is_some()).map(|(key, (rev, _))| (*rev, key)).collect();
+        let served = u64::try_from(self.state_revision).ok();
+        let mut live: Vec<(i64, &String, bool)> = self
+            .audit
+            .iter()
+            .filter_map(|(key, (revision, record))| Some((*revision, key, record.as_ref()?.revision == served)))
+            .collect();
         if live.len() <= retain {
             return Vec::new();
         }
         live.sort();
         let excess = live.len() - retain;
-        live.into_iter().take(excess.min(most)).map(|(_, key)| key.clone()).collect()
+        live.into_iter().filter(|(_, _, kept)| !kept).take(excess.min(most)).map(|(_, key, _)| key.clone()).collect()
     }
 }
 
