@@ -64,15 +64,19 @@ struct VersionStatus {
 // === impl Status ===
 
 impl Status {
+    /// Takes the first snapshot now, before any request is served: a gateway younger than
+    /// the window counts from its start.
     pub fn new(metrics: Metrics) -> Self {
-        Status { metrics, history: Arc::new(History::new()) }
+        let history = Arc::new(History::new());
+        history.keep(Snapshot::take(&metrics));
+        Status { metrics, history }
     }
 
     /// Takes a snapshot of the counters every few seconds until shutdown.
     pub fn spawn_sampler(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let (metrics, history) = (self.metrics.clone(), Arc::clone(&self.history));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(STEP);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STEP, STEP);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
