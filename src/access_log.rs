@@ -238,7 +238,8 @@ impl Entry {
         }
     }
 
-    /// The decision as the log spells it, and its detail.
+    /// The decision as the log spells it, and its detail (what the formatters write).
+    #[cfg(test)]
     pub fn decision(&self) -> (Option<&'static str>, Option<String>) {
         let mut detail = Vec::new();
         let name = self.decision_into(&mut detail);

@@ -114,6 +114,11 @@ impl Attribution {
         Attribution::new("file", "reload")
     }
 
+    /// A change of the state in etcd that no graygate made (etcdctl).
+    pub fn etcd() -> Self {
+        Attribution::new("etcd", "etcd put")
+    }
+
     /// The bearer of an admin token: a fingerprint (the first 12 hex digits of the token's
     /// SHA-256) names it without revealing it; `printf %s "$TOKEN" | sha256sum` finds it.
     pub fn token_actor(token: &[u8]) -> String {

@@ -261,7 +261,7 @@ fn needs_escape(value: &[u8]) -> bool {
 }
 
 /// The decimal digits of `n`, from a stack buffer.
-pub fn digits(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
+fn digits(mut n: u64, buffer: &mut [u8; 20]) -> &[u8] {
     let mut at = buffer.len();
     loop {
         at -= 1;

@@ -401,11 +401,8 @@ async fn sync(store: &RoutesStore, shared: &Shared) -> ReloadOutcome {
                     };
                     store.reject(revision.try_into().unwrap_or(0), &error);
                     if by_hand {
-                        let record = Attribution::new("etcd", "etcd put").refused(
-                            store.replica_id(),
-                            Outcome::Rejected,
-                            error.to_string(),
-                        );
+                        let record =
+                            Attribution::etcd().refused(store.replica_id(), Outcome::Rejected, error.to_string());
                         shared.record_hand_edit(store, record, revision).await;
                     }
                     return ReloadOutcome::Rejected(error);
@@ -460,7 +457,7 @@ async fn sync(store: &RoutesStore, shared: &Shared) -> ReloadOutcome {
                 if by_hand && before.generation() > 0 && before.revision() > 0 {
                     let (after, replica) = (store.current(), store.replica_id().to_owned());
                     let built = store.background.run(move || {
-                        Attribution::new("etcd", "etcd put").record(
+                        Attribution::etcd().record(
                             &replica,
                             Outcome::Applied,
                             before.source().spec(),
@@ -476,11 +473,7 @@ async fn sync(store: &RoutesStore, shared: &Shared) -> ReloadOutcome {
             Err(error) => {
                 store.reject(revision, &error);
                 if by_hand {
-                    let record = Attribution::new("etcd", "etcd put").refused(
-                        store.replica_id(),
-                        Outcome::Rejected,
-                        error.to_string(),
-                    );
+                    let record = Attribution::etcd().refused(store.replica_id(), Outcome::Rejected, error.to_string());
                     shared.record_hand_edit(store, record, state_revision).await;
                 }
                 return ReloadOutcome::Rejected(error);
